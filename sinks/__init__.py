@@ -1,0 +1,1 @@
+"""privacy-pipeline sinks: ClickHouse analytics and ML-training Parquet."""
