@@ -1,10 +1,11 @@
-"""Fixtures for the deploy/ artefacts: paths and the external tools that check them."""
+"""Fixtures for the deploy/ artefacts: the external tools that check them."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.tools import require_tool
+
 
 @pytest.fixture(scope="session")
 def promtool() -> str:
