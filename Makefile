@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint clean
+.PHONY: install tools run test lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,15 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/privacy-pipeline run
 
+# promtool and helm for the deploy tests (Debian package; Helm built from the Go proxy).
+tools:
+	bash scripts/install-tools.sh
+
 lint: install
 	$(BIN)/ruff check streams sinks tests bench
 	$(BIN)/mypy
 
-test: lint
+test: lint tools
 	$(BIN)/python -m pytest
 
 clean:
