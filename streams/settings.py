@@ -56,10 +56,14 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("PRIVACY_PIPELINE_MASTER_KEY", "generated once into $PRIVACY_PIPELINE_HOME",
              "Base64 of 32 random bytes wrapping every subject key (a Kubernetes Secret in "
              "production).", secret=True),
+    Variable("PRIVACY_PIPELINE_PREVIOUS_MASTER_KEYS", "",
+             "Comma-separated older master keys (base64), only to unwrap during a rotation.",
+             secret=True),
     Variable("PRIVACY_PIPELINE_POLICY_FILE", "packaged schemas/policy.yaml",
              "The privacy policy file (destinations, consents, retention, k-threshold)."),
-    Variable("PRIVACY_PIPELINE_REGION", "us",
-             "Processing region stamped on every output record and sink row (C12)."),
+    Variable("PRIVACY_PIPELINE_REGION", "",
+             "Processing region stamped on every output record and sink row (C12); empty: "
+             "the policy file's processing.region. Must be one of its allowed_regions."),
     Variable("PRIVACY_PIPELINE_TOPIC_PREFIX", "",
              "Prefix for every topic name of the catalog (one namespace per environment)."),
     Variable("PRIVACY_PIPELINE_REPLICATION_FACTOR", "1",
@@ -117,14 +121,14 @@ def _mask_dsn(dsn: str) -> str:
     return dsn
 
 
-def _master_key(raw: str, home: Path) -> bytes:
+def _master_key(raw: str, home: Path, name: str = "PRIVACY_PIPELINE_MASTER_KEY") -> bytes:
     if raw:
         try:
             key = base64.b64decode(raw, validate=True)
         except (binascii.Error, ValueError):
-            raise ConfigError("PRIVACY_PIPELINE_MASTER_KEY is not valid base64") from None
+            raise ConfigError(f"{name} is not valid base64") from None
         if len(key) != 32:
-            raise ConfigError("PRIVACY_PIPELINE_MASTER_KEY must decode to 32 bytes")
+            raise ConfigError(f"{name} must decode to 32 bytes")
         return key
     # Local default only: one random key kept beside the local state, readable by the owner.
     path = home / "master.key"
@@ -148,6 +152,7 @@ class Settings:
     cache: Path
     clickhouse_dsn: str = field(repr=False)
     master_key: bytes = field(repr=False)
+    previous_master_keys: tuple[bytes, ...] = field(repr=False)
     policy_file: Path | None
     region: str
     topic_prefix: str
@@ -176,7 +181,7 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "clickhouse_dsn":
                 value = _mask_dsn(value)
-            elif f.name == "master_key":
+            elif f.name in ("master_key", "previous_master_keys"):
                 value = _MASK
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
@@ -219,8 +224,11 @@ class Settings:
             clickhouse_dsn=check_clickhouse_dsn(
                 get("CLICKHOUSE_DSN") or f"chdb://{home / 'clickhouse'}"),
             master_key=_master_key(get("PRIVACY_PIPELINE_MASTER_KEY"), home),
+            previous_master_keys=tuple(
+                _master_key(k.strip(), home, "PRIVACY_PIPELINE_PREVIOUS_MASTER_KEYS")
+                for k in get("PRIVACY_PIPELINE_PREVIOUS_MASTER_KEYS").split(",") if k.strip()),
             policy_file=Path(policy).expanduser() if policy else None,
-            region=get("PRIVACY_PIPELINE_REGION", "us").lower(),
+            region=get("PRIVACY_PIPELINE_REGION").lower(),
             topic_prefix=get("PRIVACY_PIPELINE_TOPIC_PREFIX"),
             replication_factor=_positive("PRIVACY_PIPELINE_REPLICATION_FACTOR",
                                          get("PRIVACY_PIPELINE_REPLICATION_FACTOR", "1")),

@@ -1,0 +1,294 @@
+"""The stream worker: consume raw and consent topics in batches, apply the policy, produce.
+
+Processing guarantee: exactly-once. Each batch is one Kafka transaction holding every
+output, drop record, dead letter, key-vault entry and consent-table changelog record of
+the batch *and* the consumed offsets (``send_offsets_to_transaction``). Downstream
+readers use ``isolation.level=read_committed``; a crash anywhere aborts the open
+transaction and the restarted worker re-reads from the last committed offsets.
+
+Raw, consent and state topics share one partition count and the worker uses the range
+assignor, so it owns the same partition numbers on each: a subject's consent, key and
+events meet in one process. On assignment it restores those partitions' subject keys
+and consent histories from their compacted topics; the deletion ledger is read whole by
+every worker. Any error it cannot account for stops the process with a non-zero exit
+(its supervisor restarts it): it never runs on with a broken loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from streams import kafka_clients, metrics
+from streams.codec import Codec, default_codec
+from streams.consent import SubjectHistory
+from streams.errors import BrokerError
+from streams.key_vault import Keyring
+from streams.ledger import Ledger
+from streams.policy import Policy
+from streams.processor import BatchProcessor, BatchResult, Record, SubjectStore, restore_history
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+GROUP = "privacy-pipeline-worker"
+MAX_BATCH = 5_000
+BATCH_WAIT_S = 0.05
+LAG_EVERY_S = 5.0
+
+
+def read_to_end(bootstrap: str, partitions: list[TopicPartition],
+                apply: Callable[[Any], None], timeout: float = 120.0) -> int:
+    """Read partitions from the beginning to their current end (committed records only)."""
+    if not partitions:
+        return 0
+    reader = kafka_clients.consumer(bootstrap, f"restore-{uuid.uuid4().hex}",
+                                    **{"isolation.level": "read_committed",
+                                       "enable.partition.eof": True})
+    try:
+        ends = {}
+        for tp in partitions:
+            low, high = reader.get_watermark_offsets(tp, timeout=10)
+            if high > low:
+                ends[(tp.topic, tp.partition)] = high
+        if not ends:
+            return 0
+        reader.assign([TopicPartition(t, p, 0) for t, p in ends])  # 0 = from the start
+        seen = 0
+        pending = set(ends)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for msg in reader.consume(10_000, timeout=0.5):
+                tp = (msg.topic(), msg.partition())
+                if msg.error() is not None:
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        pending.discard(tp)
+                        continue
+                    raise BrokerError(f"restoring {tp}: {msg.error().str()}")
+                apply(msg)
+                seen += 1
+                if msg.offset() + 1 >= ends[tp]:
+                    pending.discard(tp)
+        if pending:
+            raise BrokerError(f"restoring state did not reach the end of {sorted(pending)}")
+        return seen
+    finally:
+        reader.close()
+
+
+class Worker:
+    """One worker process: a consumer-group member with its own transactional producer."""
+
+    def __init__(self, settings: Settings, policy: Policy, *, codec: Codec | None = None,
+                 group: str = GROUP, max_batch: int = MAX_BATCH) -> None:
+        self.settings = settings
+        self.catalog = settings.catalog
+        self.bootstrap = settings.kafka_bootstrap
+        self.group = group
+        self.max_batch = max_batch
+        self.codec = codec or default_codec()
+        self.keyring = Keyring(settings.master_key, settings.previous_master_keys)
+        self.ledger = Ledger(self.keyring)
+        self.processor = BatchProcessor(self.catalog, self.codec, policy, self.ledger)
+        self.stores: dict[int, SubjectStore] = {}
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._inputs = [t.name for t in self.catalog.raw] + [self.catalog.consent.name]
+        self._consumer: Consumer | None = None
+        self._lag_at = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        """Run until ``stop()``; raises on any failure the worker cannot account for."""
+        consumer = kafka_clients.consumer(
+            self.bootstrap, self.group, **{
+                "partition.assignment.strategy": "range",
+                "isolation.level": "read_committed",
+                "max.poll.interval.ms": 300_000,
+                "fetch.wait.max.ms": 50})
+        producer = kafka_clients.producer(
+            self.bootstrap, **{"transactional.id": f"{self.group}-{uuid.uuid4().hex}",
+                               "linger.ms": 5, "transaction.timeout.ms": 60_000})
+        ledger_reader = kafka_clients.consumer(self.bootstrap, f"ledger-{uuid.uuid4().hex}",
+                                               **{"isolation.level": "read_committed"})
+        self._consumer = consumer
+        try:
+            producer.init_transactions(30)
+            self._follow_ledger(ledger_reader)
+            consumer.subscribe(self._inputs, on_assign=self._on_assign,
+                               on_revoke=self._on_revoke, on_lost=self._on_revoke)
+            while not self._stop.is_set():
+                messages = consumer.consume(self.max_batch, timeout=BATCH_WAIT_S)
+                for msg in ledger_reader.consume(10_000, timeout=0):
+                    if msg.error() is None:
+                        self.ledger.observe(msg.key(), msg.value())
+                if messages:
+                    self._handle(messages, consumer, producer)
+        finally:
+            self.ready.clear()
+            ledger_reader.close()
+            consumer.close()
+
+    def _follow_ledger(self, reader: Consumer) -> None:
+        md = reader.list_topics(self.catalog.deletion_ledger.name, timeout=10)
+        parts = [TopicPartition(self.catalog.deletion_ledger.name, p)
+                 for p in md.topics[self.catalog.deletion_ledger.name].partitions]
+        n = read_to_end(self.bootstrap, parts, lambda m: self.ledger.observe(m.key(), m.value()))
+        log.info("deletion ledger: %d records, %d erased subjects", n, len(self.ledger.refs))
+        # Keep following from the end (what was read above is already folded in).
+        ends = [TopicPartition(tp.topic, tp.partition, reader.get_watermark_offsets(tp)[1])
+                for tp in parts]
+        reader.assign(ends)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        owned = sorted({tp.partition for tp in partitions})
+        t0 = time.monotonic()
+        for p in owned:
+            self.stores.setdefault(p, SubjectStore(self.keyring))
+        vault, changelog = self.catalog.key_vault.name, self.catalog.consent_changelog.name
+
+        def restore(msg: Any) -> None:
+            store = self.stores[msg.partition()]
+            subject = msg.key().decode()
+            if msg.value() is None:
+                store.keys.pop(subject, None)
+                store.histories.pop(subject, None)
+                store.consent_records.pop(subject, None)
+            elif msg.topic() == vault:
+                entry = self.codec.decode(msg.value())[1]
+                store.keys[subject] = self.keyring.unwrap(subject, entry["wrapped_key"])
+            else:
+                store.histories[subject], store.consent_records[subject] = \
+                    restore_history(msg.value())
+
+        n = read_to_end(self.bootstrap, [TopicPartition(t, p) for p in owned
+                                         for t in (vault, changelog)], restore)
+        log.info("assigned partitions %s; restored %d state records in %.2fs", owned, n,
+                 time.monotonic() - t0)
+        self.ready.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for p in {tp.partition for tp in partitions}:
+            self.stores.pop(p, None)
+        for tp in partitions:
+            try:
+                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+            except KeyError:  # never observed
+                pass
+
+    # -- one batch ---------------------------------------------------------------------
+
+    def _handle(self, messages: list[Any], consumer: Consumer, producer: Any) -> None:
+        t0 = time.monotonic()
+        consent_topic = self.catalog.consent.name
+        by_partition: dict[int, tuple[list[Any], list[Any]]] = defaultdict(lambda: ([], []))
+        offsets: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if not err.retriable():
+                    raise BrokerError(f"consuming: {err.str()}")
+                log.warning("consumer: %s", err.str())
+                continue
+            part = msg.partition()
+            by_partition[part][0 if msg.topic() == consent_topic else 1].append(msg)
+            offsets[(msg.topic(), part)] = msg.offset() + 1
+        result = BatchResult()
+        for part, (consent, events) in by_partition.items():
+            store = self.stores.get(part)
+            if store is None:  # revoked meanwhile; the new owner re-reads it
+                continue
+            self.processor.apply_consent(consent, store, result)
+            self.processor.process(events, store, result)
+        for subject in result.deletions:
+            result.records.append(self._deletion_request(subject))
+        producer.begin_transaction()
+        for rec in result.records:
+            self._produce(producer, rec)
+        producer.send_offsets_to_transaction(
+            [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+            consumer.consumer_group_metadata(), 30)
+        producer.commit_transaction(60)
+        self._observe(result, len(messages), time.monotonic() - t0)
+        if t0 - self._lag_at > LAG_EVERY_S:
+            self._lag_at = t0
+            self._update_lag(consumer, offsets)
+
+    @staticmethod
+    def _update_lag(consumer: Consumer, offsets: dict[tuple[str, int], int]) -> None:
+        for (topic, part), position in offsets.items():
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, part), cached=True)
+            metrics.CONSUMER_LAG.labels(topic=topic, partition=str(part)).set(
+                max(0, high - position))
+
+    @staticmethod
+    def _produce(producer: Any, rec: Record) -> None:
+        while True:
+            try:
+                producer.produce(rec.topic, key=rec.key, value=rec.value,
+                                 headers=list(rec.headers) or None)
+                return
+            except BufferError:  # local queue full: let librdkafka send, then retry
+                producer.poll(0.05)
+
+    def _deletion_request(self, subject: str) -> Record:
+        """C8: learning a subject is under 13 starts a deletion like any other request."""
+        request = {"request_id": str(uuid.uuid4()), "type": "delete", "subject_id": subject,
+                   "requester_email": "", "agent_id": "privacy-pipeline:C8",
+                   "submitted_at": int(time.time() * 1000), "correction": None}
+        return Record(self.catalog.requests.name, subject.encode(),
+                      self.codec.encode("SubjectRequest", request))
+
+    def _observe(self, result: BatchResult, size: int, seconds: float) -> None:
+        now = time.time()
+        metrics.BATCH_SIZE.observe(size)
+        metrics.PROCESSING_SECONDS.observe(seconds)
+        for topic, n in result.events_in.items():
+            metrics.EVENTS_IN.labels(topic=topic).inc(n)
+        for dest, n in result.out.items():
+            metrics.EVENTS_OUT.labels(destination=dest).inc(n)
+        for (reason, clause), n in result.drops.items():
+            metrics.DROPS.labels(reason=reason, clause=clause).inc(n)
+        for error_class, n in result.dead_letters.items():
+            metrics.DEAD_LETTERS.labels(error_class=error_class).inc(n)
+        times = result.event_times
+        for t in times[:: max(1, len(times) // 100)]:  # a sample keeps the histogram cheap
+            metrics.END_TO_END_LATENCY_SECONDS.observe(max(0.0, now - t / 1000))
+        metrics.CONSENT_TABLE_SUBJECTS.set(sum(len(s.histories) for s in self.stores.values()))
+        metrics.KEY_VAULT_KEYS.set(sum(len(s.keys) for s in self.stores.values()))
+
+
+def run_worker(settings: Settings, policy: Policy, stop_event: threading.Event | None = None,
+               **kwargs: Any) -> None:
+    """Run a worker with /metrics, until SIGTERM/SIGINT or ``stop_event``."""
+    worker = Worker(settings, policy, **kwargs)
+    server = metrics.serve_metrics(settings.metrics_port, ready=worker.ready.is_set)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: worker.stop())
+    if stop_event is not None:
+        threading.Thread(target=lambda: (stop_event.wait(), worker.stop()), daemon=True).start()
+    try:
+        worker.run()
+    except KafkaException as exc:
+        raise BrokerError(f"worker: {exc.args[0].str()}") from None
+    finally:
+        server.close()
+    log.info("worker stopped (pid %d)", os.getpid())
+
+
+__all__ = ["GROUP", "SubjectHistory", "Worker", "read_to_end", "run_worker"]
