@@ -51,6 +51,7 @@ def ip_prefix(value: str) -> str | None:
     return str(net)
 
 
+@lru_cache(maxsize=65_536)
 def postal_region(value: str) -> str | None:
     """A postal code -> its first three alphanumerics (the US "ZIP3" region rule)."""
     chars = "".join(c for c in value if c.isalnum()).upper()
