@@ -33,22 +33,21 @@ HOUR_MS = 3_600_000
 @lru_cache(maxsize=65_536)
 def ip_prefix(value: str) -> str | None:
     """IPv4 -> its /24 network, IPv6 -> its /48 network; anything else -> None."""
+    if ":" in value:
+        try:
+            addr = ipaddress.IPv6Address(value.split("%", 1)[0])
+        except ValueError:
+            return None
+        if addr.ipv4_mapped is not None:
+            return ip_prefix(str(addr.ipv4_mapped))
+        return str(ipaddress.IPv6Network((addr, 48), strict=False))
     parts = value.split(".")
-    if len(parts) == 4:
-        for p in parts:
-            if not (p.isdigit() and p.isascii() and len(p) <= 3 and int(p) <= 255):
-                return None
-        return f"{int(parts[0])}.{int(parts[1])}.{int(parts[2])}.0/24"
-    if ":" not in value:
+    if len(parts) != 4:
         return None
-    try:
-        net = ipaddress.IPv6Network(f"{value.split('%', 1)[0]}/48", strict=False)
-    except ValueError:
-        return None
-    mapped = net.network_address.ipv4_mapped
-    if mapped is not None:
-        return ip_prefix(str(mapped))
-    return str(net)
+    for p in parts:
+        if not (p.isdigit() and p.isascii() and len(p) <= 3 and int(p) <= 255):
+            return None
+    return f"{int(parts[0])}.{int(parts[1])}.{int(parts[2])}.0/24"
 
 
 @lru_cache(maxsize=65_536)

@@ -256,7 +256,7 @@ def _crash(rng: random.Random, sid: str | None) -> dict[str, Any]:
     rec.update(
         server_version=f"1.{rng.randint(30, 41)}.0",
         platform=rng.choice(("linux", "windows")),
-        crash_signature=f"SIGSEGV@transcoder+0x{rng.getrandbits(16):x}",
+        crash_signature=f"SIGSEGV in transcoder+0x{rng.getrandbits(16):x}",
         stack_trace=f"#0 transcode() reading {_file(rng)}",
         file_names=[_file(rng) for _ in range(rng.randint(0, 3))],
         ip_address=_ip(rng),
