@@ -1,0 +1,154 @@
+"""The pure decision engine: (event, subject state, policy) -> Decision.
+
+No I/O and no Kafka, faust or ClickHouse imports. Order of checks for one event:
+
+1. C8  - subject known to be under 13 at event time -> ``DeleteSubject`` (nothing emitted).
+2. Gates (C3, C4, C5, C6) - a switched-off collection drops the whole event.
+3. Per destination the event's schema may reach (policy ``sources``):
+   event types; C21 consent version; C9/C10 third parties never get minors, unknown
+   age, managed profiles or subjects without a consent record (fail closed); C17
+   personal content never goes to third parties; required switches (C1, C2, C4, C17).
+4. The destination's compiled field plan builds the output record (C7, C11, C13, C16,
+   C17, C18, C19 are field-level rules) with ``processing_region`` (C12).
+
+No destination left -> ``Dropped`` with the first blocking reason. A switch left unset in
+the subject's consent record takes its jurisdiction's default from the policy file;
+``state=None`` takes the fallback jurisdiction's (fail-closed) defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from streams.consent import AGE_16_17, UNDER_13, SubjectState
+from streams.decisions import (
+    Decision,
+    DeleteSubject,
+    Dropped,
+    Output,
+    Routed,
+    make_output,
+    make_routed,
+)
+from streams.errors import PolicyError, SerializationError
+from streams.policy import Defaults, Policy
+
+__all__ = [
+    "Decision",
+    "DeleteSubject",
+    "Dropped",
+    "Output",
+    "Routed",
+    "decide",
+    "decide_batch",
+]
+
+_DELETE = DeleteSubject()
+_NO_CONSENT = Dropped("no_consent_record", "C9")
+_MINOR = Dropped("under_16_or_unknown_age", "C9")
+_MANAGED = Dropped("managed_profile", "C10")
+_PERSONAL = Dropped("personal_content_not_shared", "C17")
+_OLD_VERSION = Dropped("consent_predates_purpose", "C21")
+_NO_DESTINATION = Dropped("no_permitted_destination", "C13")
+
+
+def _switch(
+    scope: str, flag: str, state: SubjectState | None, defaults: Defaults, record: Mapping[str, Any]
+) -> bool:
+    value: bool | None = None
+    if state is not None:
+        if scope == "subject":
+            value = getattr(state, flag)
+        else:
+            prefs = state.server(record.get("server_id"))
+            if prefs is not None:
+                value = getattr(prefs, flag)
+    if value is None:
+        return bool(getattr(defaults, flag))
+    return value
+
+
+def decide(
+    source_schema: str,
+    record: Mapping[str, Any],
+    state: SubjectState | None,
+    subject_key: bytes,
+    policy: Policy,
+) -> Decision:
+    """Decide what happens to one decoded input event; see the module docstring."""
+    plan = policy.plans.get(source_schema)
+    if plan is None:
+        raise PolicyError(f"{policy.source}: {source_schema!r} is not an input schema")
+    event_time = record["event_time"]
+    if state is None:
+        defaults = policy.fallback_defaults
+        adult_enough = False
+        version_index = -1
+    else:
+        age = state.age_class(event_time)
+        if age == UNDER_13:
+            return _DELETE  # C8
+        defaults = policy.defaults_for(state.jurisdiction)
+        adult_enough = age >= AGE_16_17
+        version_index = policy.version_index(state.policy_version)
+
+    for gate in plan.gates:
+        if (gate.field is None or record.get(gate.field) in gate.values) and not _switch(
+            gate.scope, gate.flag, state, defaults, record
+        ):
+            return gate.dropped
+
+    personal = plan.personal_field is not None and record.get(plan.personal_field) == (
+        plan.personal_value
+    )
+    limited = state.limit_sensitive if state is not None else None
+    if limited is None:
+        limited = defaults.limit_sensitive
+    variant = (1 if personal else 0) | (2 if limited else 0)
+    managed = bool(record.get("managed_profile")) or (state is not None and state.managed_profile)
+
+    outputs: list[Output] = []
+    blocked: Dropped | None = None
+    region = policy.processing_region
+    version = policy.version
+    for dest in plan.dests:
+        if dest.event_types is not None and record.get("event_type") not in dest.event_types:
+            continue
+        reason: Dropped | None = None
+        if dest.since_index > version_index and dest.since_index > 0:
+            reason = _OLD_VERSION  # C21
+        elif dest.third_party and state is None:
+            reason = _NO_CONSENT  # fail closed
+        elif dest.third_party and not adult_enough:
+            reason = _MINOR  # C9
+        elif dest.third_party and managed:
+            reason = _MANAGED  # C10
+        elif dest.exclude_personal and personal:
+            reason = _PERSONAL  # C17
+        else:
+            for scope, flag, dropped in dest.requires:
+                if not _switch(scope, flag, state, defaults, record):
+                    reason = dropped
+                    break
+        if reason is not None:
+            blocked = blocked or reason
+            continue
+        try:
+            built = dest.builders[variant](record, subject_key, region, version)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise SerializationError(
+                f"{source_schema} record does not fit its schema: {type(exc).__name__}: {exc}"
+            ) from exc
+        outputs.append(make_output(dest.name, built))
+    if outputs:
+        return make_routed(tuple(outputs))
+    return blocked or _NO_DESTINATION
+
+
+def decide_batch(
+    events: Iterable[tuple[str, Mapping[str, Any], SubjectState | None, bytes]],
+    policy: Policy,
+) -> list[Decision]:
+    """``decide`` over ``(schema, record, state, subject_key)`` tuples (convenience)."""
+    return [decide(s, r, st, k, policy) for s, r, st, k in events]

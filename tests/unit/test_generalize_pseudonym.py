@@ -1,0 +1,65 @@
+"""Generalizers (C7, C19) and keyed pseudonyms (crypto-shredding)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from streams import generalize as g
+from streams import pseudonym
+
+pytestmark = pytest.mark.unit
+
+KEY = bytes(range(32))
+
+
+@pytest.mark.parametrize(
+    ("ip", "expected"),
+    [
+        ("203.0.113.77", "203.0.113.0/24"),
+        ("10.1.2.3", "10.1.2.0/24"),
+        ("2001:db8:abcd:12:1::5", "2001:db8:abcd::/48"),
+        ("::ffff:198.51.100.9", "198.51.100.0/24"),
+        ("fe80::1%eth0", "fe80::/48"),
+        ("not-an-ip", None),
+        ("1.2.3.400", None),
+        ("1.2.3", None),
+    ],
+)
+def test_ip_prefix_C19(ip: str, expected: str | None) -> None:
+    """C19: IPv4 -> /24, IPv6 -> /48; unparsable -> dropped."""
+    assert g.ip_prefix(ip) == expected
+
+
+def test_other_generalizers() -> None:
+    assert g.postal_region("94110-1234") == "941"
+    assert g.postal_region("SW1A 1AA") == "SW1"
+    assert g.postal_region("9") is None
+    assert g.timestamp_hour(1_767_229_199_999) == 1_767_225_600_000
+    assert [g.count_bucket(n) for n in (0, 5, 50, 12_345, 10**9)] == [
+        "0",
+        "1-9",
+        "10-99",
+        "10000-99999",
+        "1000000+",
+    ]
+    assert g.age_band(2010, 2026) == "age_13_15"
+    assert g.user_agent_family("Mozilla/5.0 Chrome/126.0 Safari/537.36") == "chrome"
+    assert g.url_path("https://x.example/a/b?email=a@b.c#f") == "x.example/a/b"
+    assert g.url_host("https://x.example/a?q=1") == "x.example"
+    assert g.url_host("http://[::1") is None
+
+
+def test_pseudonym_is_keyed_domain_separated_and_not_a_plain_hash() -> None:
+    p = pseudonym.pseudonymize(KEY, "analytics:subject_pseudonym", "acct-1")
+    assert p == pseudonym.subject_pseudonym(KEY, "analytics", "acct-1")
+    assert len(p) == 32
+    assert p != pseudonym.subject_pseudonym(KEY, "advertising", "acct-1")
+    assert p != pseudonym.subject_pseudonym(bytes(32), "analytics", "acct-1")
+    assert p not in hashlib.sha256(b"acct-1").hexdigest()
+    with pytest.raises(ValueError):
+        pseudonym.pseudonymize(b"short", "analytics", "acct-1")
+    assert len(pseudonym.new_subject_key()) == pseudonym.KEY_BYTES
+    pseudonym.forget_cache()
+    assert pseudonym.pseudonymize.cache_info().currsize == 0
