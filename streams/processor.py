@@ -120,7 +120,7 @@ class BatchProcessor:
                 continue
             history = apply(store.histories.get(key), record)
             store.histories[key] = history
-            kept = _kept(store.consent_records.get(key, []) + [record], history)
+            kept = _kept([*store.consent_records.get(key, []), record], history)
             store.consent_records[key] = kept
             result.records.append(Record(self._catalog.consent_changelog.name, key.encode(),
                                          json.dumps(kept, separators=(",", ":")).encode()))

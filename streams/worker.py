@@ -16,6 +16,7 @@ every worker. Any error it cannot account for stops the process with a non-zero 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -66,17 +67,19 @@ def read_to_end(bootstrap: str, partitions: list[TopicPartition],
         pending = set(ends)
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline:
-            for msg in reader.consume(10_000, timeout=0.5):
-                tp = (msg.topic(), msg.partition())
-                if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        pending.discard(tp)
+            batch: list[Any] = reader.consume(10_000, timeout=0.5)
+            for msg in batch:
+                key = (msg.topic(), msg.partition())
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(key)
                         continue
-                    raise BrokerError(f"restoring {tp}: {msg.error().str()}")
+                    raise BrokerError(f"restoring {key}: {err.str()}")
                 apply(msg)
                 seen += 1
-                if msg.offset() + 1 >= ends[tp]:
-                    pending.discard(tp)
+                if msg.offset() + 1 >= ends[key]:
+                    pending.discard(key)
         if pending:
             raise BrokerError(f"restoring state did not reach the end of {sorted(pending)}")
         return seen
@@ -183,10 +186,8 @@ class Worker:
         for p in {tp.partition for tp in partitions}:
             self.stores.pop(p, None)
         for tp in partitions:
-            try:
+            with contextlib.suppress(KeyError):  # never observed
                 metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
-            except KeyError:  # never observed
-                pass
 
     # -- one batch ---------------------------------------------------------------------
 
@@ -281,7 +282,11 @@ def run_worker(settings: Settings, policy: Policy, stop_event: threading.Event |
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: worker.stop())
     if stop_event is not None:
-        threading.Thread(target=lambda: (stop_event.wait(), worker.stop()), daemon=True).start()
+        def relay() -> None:
+            stop_event.wait()
+            worker.stop()
+
+        threading.Thread(target=relay, daemon=True).start()
     try:
         worker.run()
     except KafkaException as exc:
