@@ -109,6 +109,16 @@ def topics_list() -> None:
         typer.echo(f"{t.name:34} {t.partitions:>2}p {t.cleanup_policy:8} {t.purpose}")
 
 
+@app.command("worker")
+def worker_cmd() -> None:
+    """Run the stream worker: apply the policy to every raw event, exactly once."""
+    from streams.infra import load_policy_for
+    from streams.worker import run_worker
+
+    settings = _settings()
+    run_worker(settings, load_policy_for(settings))
+
+
 @app.command("run")
 def run_cmd(seconds: float = typer.Option(20.0, help="How long to generate traffic."),
             keep_running: bool = typer.Option(False, help="Leave the broker running.")) -> None:

@@ -44,6 +44,7 @@ GROUP = "privacy-pipeline-worker"
 MAX_BATCH = 5_000
 BATCH_WAIT_S = 0.05
 LAG_EVERY_S = 5.0
+BARRIER_MAX_S = 5.0
 
 
 def read_to_end(bootstrap: str, partitions: list[TopicPartition],
@@ -107,6 +108,7 @@ class Worker:
         self._inputs = [t.name for t in self.catalog.raw] + [self.catalog.consent.name]
         self._consumer: Consumer | None = None
         self._lag_at = 0.0
+        self._consent_read: dict[int, int] = {}  # next consent offset per partition
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -138,7 +140,7 @@ class Worker:
                     if msg.error() is None:
                         self.ledger.observe(msg.key(), msg.value())
                 if messages:
-                    self._handle(messages, consumer, producer)
+                    self._handle(self._consent_barrier(messages, consumer), consumer, producer)
         finally:
             self.ready.clear()
             ledger_reader.close()
@@ -178,6 +180,11 @@ class Worker:
 
         n = read_to_end(self.bootstrap, [TopicPartition(t, p) for p in owned
                                          for t in (vault, changelog)], restore)
+        for tp in consumer.committed([TopicPartition(self.catalog.consent.name, p)
+                                      for p in owned], timeout=30):
+            start = tp.offset if tp.offset >= 0 else \
+                consumer.get_watermark_offsets(tp, timeout=10)[0]
+            self._consent_read[tp.partition] = start
         log.info("assigned partitions %s; restored %d state records in %.2fs", owned, n,
                  time.monotonic() - t0)
         self.ready.set()
@@ -185,11 +192,36 @@ class Worker:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for p in {tp.partition for tp in partitions}:
             self.stores.pop(p, None)
+            self._consent_read.pop(p, None)
         for tp in partitions:
             with contextlib.suppress(KeyError):  # never observed
                 metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
 
     # -- one batch ---------------------------------------------------------------------
+
+    def _consent_barrier(self, messages: list[Any], consumer: Consumer) -> list[Any]:
+        """Extend the batch until every consent record that was already written to the
+        partitions of its events is in it too, so no event is decided on a stale consent.
+        Bounded: a consent topic written faster than we read it cannot starve the batch."""
+        consent = self.catalog.consent.name
+        deadline = time.monotonic() + BARRIER_MAX_S
+        while time.monotonic() < deadline:
+            behind = []
+            for part in {m.partition() for m in messages if m.topic() != consent}:
+                tp = TopicPartition(consent, part)
+                high = consumer.get_watermark_offsets(tp, timeout=5)[1]
+                read = max([m.offset() + 1 for m in messages
+                            if m.topic() == consent and m.partition() == part]
+                           + [self._consent_read.get(part, 0)])
+                self._consent_read[part] = read
+                if read < high:
+                    behind.append(tp)
+            if not behind:
+                return messages
+            messages = messages + consumer.consume(self.max_batch, timeout=BATCH_WAIT_S)
+        log.warning("consent barrier: gave up after %.1fs; deciding with what was read",
+                    BARRIER_MAX_S)
+        return messages
 
     def _handle(self, messages: list[Any], consumer: Consumer, producer: Any) -> None:
         t0 = time.monotonic()

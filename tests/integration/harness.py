@@ -1,0 +1,118 @@
+"""Helpers for end-to-end tests: private topics, a worker in a thread, reading outputs."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaError, TopicPartition
+
+from streams import kafka_clients, topic_admin
+from streams.codec import default_codec
+from streams.settings import Settings
+from tests.conftest import free_port_pair
+
+TEST_MASTER_KEY = base64.b64encode(b"k" * 32).decode()
+
+
+def pipeline_settings(bootstrap: str, home: Path, prefix: str, **extra: str) -> Settings:
+    """Settings for one test: its own topic namespace (created here) and state dir."""
+    settings = Settings.from_env({
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PRIVACY_PIPELINE_HOME": str(home),
+        "PRIVACY_PIPELINE_TOPIC_PREFIX": prefix, "PRIVACY_PIPELINE_MASTER_KEY": TEST_MASTER_KEY,
+        "PRIVACY_PIPELINE_METRICS_PORT": str(free_port_pair()), **extra})
+    topic_admin.apply(bootstrap, 1, settings.catalog)
+    return settings
+
+
+def produce(settings: Settings, topic: str,
+            records: Iterable[tuple[str | None, dict[str, Any] | bytes | None]],
+            schema: str | None = None) -> int:
+    """Produce (key, record) pairs; dicts are encoded with ``schema`` (or their own)."""
+    codec = default_codec()
+    producer = kafka_clients.producer(settings.kafka_bootstrap)
+    n = 0
+    for key, value in records:
+        if isinstance(value, dict):
+            assert schema is not None
+            value = codec.encode(schema, value)
+        producer.produce(topic, key=key.encode() if key is not None else None, value=value)
+        n += 1
+        if n % 10_000 == 0:
+            producer.poll(0)
+    assert producer.flush(60) == 0
+    return n
+
+
+def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool] | None = None,
+               timeout: float = 60.0, committed_only: bool = True) -> list[Any]:
+    """Every message of ``topic`` from the beginning: until ``until(messages)`` holds, or
+    (without ``until``) until the end as it is when the read starts."""
+    consumer = kafka_clients.consumer(
+        bootstrap, f"read-{time.monotonic_ns()}", **{
+            "isolation.level": "read_committed" if committed_only else "read_uncommitted",
+            "enable.partition.eof": True})
+    md = consumer.list_topics(topic, timeout=10)
+    parts = [TopicPartition(topic, p, 0) for p in md.topics[topic].partitions]
+    consumer.assign(parts)
+    out: list[Any] = []
+    eof: set[int] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(5000, timeout=0.2):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        eof.add(msg.partition())
+                    continue
+                eof.discard(msg.partition())
+                out.append(msg)
+            if until is not None:
+                if until(out):
+                    return out
+            elif len(eof) == len(parts):
+                return out
+        if until is not None:
+            raise AssertionError(f"{topic}: condition not met within {timeout}s "
+                                 f"({len(out)} messages read)")
+        return out
+    finally:
+        consumer.close()
+
+
+def decoded(messages: Iterable[Any]) -> list[dict[str, Any]]:
+    codec = default_codec()
+    return [codec.decode(m.value())[1] for m in messages if m.value() is not None]
+
+
+@contextmanager
+def running_worker(settings: Settings, **kwargs: Any) -> Iterator[Any]:
+    """A worker on its own thread; stopped (and its failure re-raised) on exit."""
+    from streams.infra import load_policy_for
+    from streams.worker import Worker
+
+    worker = Worker(settings, load_policy_for(settings), **kwargs)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:  # surfaced to the test below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        assert worker.ready.wait(60), f"worker not ready: {failure}"
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(60)
+    if failure:
+        raise failure[0]
