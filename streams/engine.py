@@ -18,7 +18,7 @@ the subject's consent record takes its jurisdiction's default from the policy fi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from streams.consent import AGE_16_17, UNDER_13, SubjectState
@@ -32,7 +32,7 @@ from streams.decisions import (
     make_routed,
 )
 from streams.errors import PolicyError, SerializationError
-from streams.policy import Defaults, Policy
+from streams.policy import SUBJECT_FLAGS, Defaults, Policy
 
 __all__ = [
     "Decision",
@@ -41,7 +41,6 @@ __all__ = [
     "Output",
     "Routed",
     "decide",
-    "decide_batch",
 ]
 
 _DELETE = DeleteSubject()
@@ -53,26 +52,17 @@ _OLD_VERSION = Dropped("consent_predates_purpose", "C21")
 _NO_DESTINATION = Dropped("no_permitted_destination", "C13")
 
 
-_SUBJECT_FLAGS = (
-    "targeted_ads",
-    "activity_sharing",
-    "nonessential_cookies",
-    "optional_playback_data",
-    "limit_sensitive",
-)
-
-
 def _resolve(state: SubjectState | None, policy: Policy) -> tuple[Defaults, int, dict[str, bool]]:
     """(jurisdiction defaults, consented version index, subject switches with defaults)."""
     if state is None:
         defaults = policy.fallback_defaults
-        return defaults, -1, {f: getattr(defaults, f) for f in _SUBJECT_FLAGS}
+        return defaults, -1, {f: getattr(defaults, f) for f in SUBJECT_FLAGS}
     memo = state._memo
     if memo is not None and memo[0] is policy:
         return memo[1]
     defaults = policy.defaults_for(state.jurisdiction)
     flags = {}
-    for f in _SUBJECT_FLAGS:
+    for f in SUBJECT_FLAGS:
         value = getattr(state, f)
         flags[f] = getattr(defaults, f) if value is None else value
     resolved = (defaults, policy.version_index(state.policy_version), flags)
@@ -163,11 +153,3 @@ def decide(
     if outputs:
         return make_routed(tuple(outputs))
     return blocked or _NO_DESTINATION
-
-
-def decide_batch(
-    events: Iterable[tuple[str, Mapping[str, Any], SubjectState | None, bytes]],
-    policy: Policy,
-) -> list[Decision]:
-    """``decide`` over ``(schema, record, state, subject_key)`` tuples (convenience)."""
-    return [decide(s, r, st, k, policy) for s, r, st, k in events]
