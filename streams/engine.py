@@ -18,7 +18,7 @@ the subject's consent record takes its jurisdiction's default from the policy fi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from streams.consent import AGE_16_17, UNDER_13, SubjectState
@@ -32,7 +32,7 @@ from streams.decisions import (
     make_routed,
 )
 from streams.errors import PolicyError, SerializationError
-from streams.policy import Defaults, Policy
+from streams.policy import SUBJECT_FLAGS, Defaults, Policy
 
 __all__ = [
     "Decision",
@@ -41,7 +41,6 @@ __all__ = [
     "Output",
     "Routed",
     "decide",
-    "decide_batch",
 ]
 
 _DELETE = DeleteSubject()
@@ -53,20 +52,33 @@ _OLD_VERSION = Dropped("consent_predates_purpose", "C21")
 _NO_DESTINATION = Dropped("no_permitted_destination", "C13")
 
 
-def _switch(
-    scope: str, flag: str, state: SubjectState | None, defaults: Defaults, record: Mapping[str, Any]
+def _resolve(state: SubjectState | None, policy: Policy) -> tuple[Defaults, int, dict[str, bool]]:
+    """(jurisdiction defaults, consented version index, subject switches with defaults)."""
+    if state is None:
+        defaults = policy.fallback_defaults
+        return defaults, -1, {f: getattr(defaults, f) for f in SUBJECT_FLAGS}
+    memo = state._memo
+    if memo is not None and memo[0] is policy:
+        return memo[1]
+    defaults = policy.defaults_for(state.jurisdiction)
+    flags = {}
+    for f in SUBJECT_FLAGS:
+        value = getattr(state, f)
+        flags[f] = getattr(defaults, f) if value is None else value
+    resolved = (defaults, policy.version_index(state.policy_version), flags)
+    object.__setattr__(state, "_memo", (policy, resolved))
+    return resolved
+
+
+def _server_switch(
+    flag: str, state: SubjectState | None, defaults: Defaults, record: Mapping[str, Any]
 ) -> bool:
     value: bool | None = None
     if state is not None:
-        if scope == "subject":
-            value = getattr(state, flag)
-        else:
-            prefs = state.server(record.get("server_id"))
-            if prefs is not None:
-                value = getattr(prefs, flag)
-    if value is None:
-        return bool(getattr(defaults, flag))
-    return value
+        prefs = state.server(record.get("server_id"))
+        if prefs is not None:
+            value = getattr(prefs, flag)
+    return bool(getattr(defaults, flag)) if value is None else value
 
 
 def decide(
@@ -80,33 +92,29 @@ def decide(
     plan = policy.plans.get(source_schema)
     if plan is None:
         raise PolicyError(f"{policy.source}: {source_schema!r} is not an input schema")
-    event_time = record["event_time"]
     if state is None:
-        defaults = policy.fallback_defaults
         adult_enough = False
-        version_index = -1
     else:
-        age = state.age_class(event_time)
+        age = state.age_class(record["event_time"])
         if age == UNDER_13:
             return _DELETE  # C8
-        defaults = policy.defaults_for(state.jurisdiction)
         adult_enough = age >= AGE_16_17
-        version_index = policy.version_index(state.policy_version)
+    defaults, version_index, flags = _resolve(state, policy)
 
     for gate in plan.gates:
-        if (gate.field is None or record.get(gate.field) in gate.values) and not _switch(
-            gate.scope, gate.flag, state, defaults, record
-        ):
-            return gate.dropped
+        if gate.field is None or record.get(gate.field) in gate.values:
+            if gate.scope == "subject":
+                on = flags[gate.flag]
+            else:
+                on = _server_switch(gate.flag, state, defaults, record)
+            if not on:
+                return gate.dropped
 
     personal = plan.personal_field is not None and record.get(plan.personal_field) == (
         plan.personal_value
     )
-    limited = state.limit_sensitive if state is not None else None
-    if limited is None:
-        limited = defaults.limit_sensitive
-    variant = (1 if personal else 0) | (2 if limited else 0)
-    managed = bool(record.get("managed_profile")) or (state is not None and state.managed_profile)
+    variant = (1 if personal else 0) | (2 if flags["limit_sensitive"] else 0)
+    managed = (state is not None and state.managed_profile) or bool(record.get("managed_profile"))
 
     outputs: list[Output] = []
     blocked: Dropped | None = None
@@ -118,19 +126,20 @@ def decide(
         reason: Dropped | None = None
         if dest.since_index > version_index and dest.since_index > 0:
             reason = _OLD_VERSION  # C21
-        elif dest.third_party and state is None:
-            reason = _NO_CONSENT  # fail closed
-        elif dest.third_party and not adult_enough:
-            reason = _MINOR  # C9
-        elif dest.third_party and managed:
-            reason = _MANAGED  # C10
+        elif dest.third_party and (state is None or not adult_enough or managed):
+            reason = _NO_CONSENT if state is None else (_MINOR if not adult_enough else _MANAGED)
         elif dest.exclude_personal and personal:
             reason = _PERSONAL  # C17
         else:
-            for scope, flag, dropped in dest.requires:
-                if not _switch(scope, flag, state, defaults, record):
+            for flag, dropped in dest.requires_subject:
+                if not flags[flag]:
                     reason = dropped
                     break
+            else:
+                for flag, dropped in dest.requires_server:
+                    if not _server_switch(flag, state, defaults, record):
+                        reason = dropped
+                        break
         if reason is not None:
             blocked = blocked or reason
             continue
@@ -144,11 +153,3 @@ def decide(
     if outputs:
         return make_routed(tuple(outputs))
     return blocked or _NO_DESTINATION
-
-
-def decide_batch(
-    events: Iterable[tuple[str, Mapping[str, Any], SubjectState | None, bytes]],
-    policy: Policy,
-) -> list[Decision]:
-    """``decide`` over ``(schema, record, state, subject_key)`` tuples (convenience)."""
-    return [decide(s, r, st, k, policy) for s, r, st, k in events]

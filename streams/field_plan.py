@@ -55,7 +55,8 @@ class DestPlan:
     since_index: int
     exclude_personal: bool
     event_types: frozenset[str] | None
-    requires: tuple[tuple[str, str, Dropped], ...]  # (scope, flag, drop if off)
+    requires_subject: tuple[tuple[str, Dropped], ...]  # (subject switch, drop if off)
+    requires_server: tuple[tuple[str, Dropped], ...]  # (server switch, drop if off)
     builders: tuple[Builder, ...]  # indexed by PERSONAL | LIMITED bits
 
 
@@ -212,8 +213,15 @@ def compile_plans(policy: Policy) -> dict[str, SchemaPlan]:
                 ns = _namespace()
                 exec(compile(src, f"<field plan {fn}>", "exec"), ns)  # see module docstring
                 builders.append(ns[fn])
-            requires = tuple(
-                (r.scope, r.flag, Dropped(*CLAUSE_OF_FLAG[r.flag])) for r in dest.requires
+            req_subject = tuple(
+                (r.flag, Dropped(*CLAUSE_OF_FLAG[r.flag]))
+                for r in dest.requires
+                if r.scope == "subject"
+            )
+            req_server = tuple(
+                (r.flag, Dropped(*CLAUSE_OF_FLAG[r.flag]))
+                for r in dest.requires
+                if r.scope == "server"
             )
             dests.append(
                 DestPlan(
@@ -224,7 +232,8 @@ def compile_plans(policy: Policy) -> dict[str, SchemaPlan]:
                     else 0,
                     exclude_personal=dest.exclude_personal_content,
                     event_types=dest.event_types,
-                    requires=requires,
+                    requires_subject=req_subject,
+                    requires_server=req_server,
                     builders=tuple(builders),
                 )
             )

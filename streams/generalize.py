@@ -9,7 +9,6 @@ left out) rather than leaking through unchanged.
 from __future__ import annotations
 
 import ipaddress
-import itertools
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -64,17 +63,15 @@ def timestamp_hour(value: int) -> int:
     return value - value % HOUR_MS
 
 
-_BUCKETS = (0, 1, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
+_BUCKET_LABELS = ("1-9", "10-99", "100-999", "1000-9999", "10000-99999", "100000-999999")
 
 
 def count_bucket(value: int | float) -> str:
     """A count -> an order-of-magnitude bucket label ("0", "1-9", "10-99", ..., "1000000+")."""
-    if value <= 0:
+    if value < 1:
         return "0"
-    for lo, hi in itertools.pairwise(_BUCKETS):
-        if value < hi:
-            return f"{lo}-{hi - 1}"
-    return f"{_BUCKETS[-1]}+"
+    digits = len(str(int(value)))
+    return _BUCKET_LABELS[digits - 1] if digits <= len(_BUCKET_LABELS) else "1000000+"
 
 
 def age_band(birth_year: int, at_year: int) -> str:

@@ -10,7 +10,7 @@ import pytest
 from streams import codec, consent
 from streams.aggregate_cells import suppress
 from streams.consent import SubjectHistory, SubjectState
-from streams.engine import DeleteSubject, Dropped, Routed, decide, decide_batch
+from streams.engine import DeleteSubject, Dropped, Routed, decide
 from streams.errors import PolicyError, SerializationError
 from streams.policy import Policy, default_policy
 from tests.factories import BASE_TIME_MS, make_consent, make_record, server_id_for
@@ -479,11 +479,34 @@ def test_unknown_schema_and_malformed_record(policy: Policy) -> None:
         decide("PlaybackEvent", rec, state(), KEY, policy)
 
 
-def test_decide_batch_matches_decide(policy: Policy) -> None:
-    items = [
-        (s, event(s, seed=i), state(), KEY)
-        for i, s in enumerate(
-            ["PlaybackEvent", "ActivityEvent", "PaymentEvent", "RelayTransferEvent"]
-        )
-    ]
-    assert decide_batch(items, policy) == [decide(*it, policy) for it in items]
+def test_policy_modules_import_no_io_libraries() -> None:
+    """Decision 1: the policy code is pure, with no Kafka, faust or ClickHouse imports."""
+    import ast
+    from pathlib import Path
+
+    forbidden = ("confluent_kafka", "aiokafka", "faust", "clickhouse_connect", "chdb")
+    modules = (
+        "engine",
+        "field_plan",
+        "policy",
+        "consent",
+        "pseudonym",
+        "generalize",
+        "decisions",
+        "aggregate_cells",
+        "schema_catalog",
+        "codec",
+        "bench_policy",
+    )
+    root = Path(__file__).resolve().parents[2] / "streams"
+    for name in modules:
+        tree = ast.parse((root / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                )
+                for n in names:
+                    assert not n.startswith(forbidden), (name, n)
