@@ -27,7 +27,6 @@ from streams.errors import PipelineError
 
 FORMAT_VERSION = 1
 _HEADER = struct.Struct(">B8s12s")  # version, master fingerprint, nonce
-SUBJECT_KEY_BYTES = 32
 
 
 class KeyVaultError(PipelineError):
@@ -37,10 +36,6 @@ class KeyVaultError(PipelineError):
 def fingerprint(master_key: bytes) -> bytes:
     """A public, non-reversible 8-byte name for a master key."""
     return hmac.new(master_key, b"privacy-pipeline master key id", hashlib.sha256).digest()[:8]
-
-
-def new_subject_key() -> bytes:
-    return os.urandom(SUBJECT_KEY_BYTES)
 
 
 class Keyring:

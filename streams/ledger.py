@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from streams.key_vault import Keyring, new_subject_key
+from streams.key_vault import Keyring
+from streams.pseudonym import new_subject_key
 
 LEDGER_KEY_ID = "__ledger-key__"
 

@@ -26,9 +26,10 @@ from streams.codec import Codec
 from streams.consent import SubjectHistory, apply
 from streams.decisions import DeleteSubject, Dropped, Routed
 from streams.errors import SerializationError
-from streams.key_vault import Keyring, new_subject_key
+from streams.key_vault import Keyring
 from streams.ledger import Ledger
 from streams.policy import Policy
+from streams.pseudonym import forget_cache, new_subject_key
 from streams.topics import Catalog
 
 
@@ -130,7 +131,8 @@ class BatchProcessor:
         """Drop a subject's state and tombstone its keyed state topics."""
         store.histories.pop(subject_id, None)
         store.consent_records.pop(subject_id, None)
-        store.keys.pop(subject_id, None)
+        if store.keys.pop(subject_id, None) is not None:
+            forget_cache()  # no pseudonym derived from the shredded key stays in memory
         key = subject_id.encode()
         result.records.append(Record(self._catalog.consent_changelog.name, key, None))
         result.records.append(Record(self._catalog.key_vault.name, key, None))
