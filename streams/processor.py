@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from streams import engine
+from streams.aggregates import Contributions
 from streams.codec import Codec
 from streams.consent import SubjectHistory, apply
 from streams.decisions import DeleteSubject, Dropped, Routed
@@ -77,17 +78,20 @@ class BatchResult:
     drops: Counter[tuple[str, str]] = field(default_factory=Counter)  # (reason, clause)
     dead_letters: Counter[str] = field(default_factory=Counter)  # per error class
     deletions: list[str] = field(default_factory=list)  # subjects to delete (C8)
+    contributions: Contributions | None = None  # aggregate contributions (C20)
     event_times: list[int] = field(default_factory=list)  # of routed events (latency)
 
 
 class BatchProcessor:
     """Applies the policy to batches of raw and control messages of one catalog."""
 
-    def __init__(self, catalog: Catalog, codec: Codec, policy: Policy, ledger: Ledger) -> None:
+    def __init__(self, catalog: Catalog, codec: Codec, policy: Policy, ledger: Ledger,
+                 token_key: bytes) -> None:
         self._catalog = catalog
         self._codec = codec
         self._policy = policy
         self._ledger = ledger
+        self._token_key = token_key
         self._region = policy.processing_region
         # Which input schemas each raw topic may carry (prefix-aware).
         base = {mine.name: plain.name for mine, plain in zip(catalog, Catalog(), strict=True)}
@@ -143,6 +147,9 @@ class BatchProcessor:
                 result: BatchResult | None = None) -> BatchResult:
         """Decide every raw message of the batch; returns the records to produce."""
         result = result or BatchResult()
+        if result.contributions is None:
+            result.contributions = Contributions(self._token_key)
+        contribute = result.contributions.add
         now = int(time.time() * 1000)
         decode = self._codec.decode
         decide = engine.decide
@@ -182,6 +189,8 @@ class BatchProcessor:
                         pseudonym.encode() if pseudonym else None,
                         self._codec.encode(self._dest_schema[dest], out.record)))
                     result.out[dest] += 1
+                    if dest == "analytics":
+                        contribute(out.record, subject)
                 result.outcomes["routed"] += 1
                 result.event_times.append(event["event_time"])
             elif isinstance(decision, Dropped):

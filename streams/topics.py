@@ -83,6 +83,9 @@ class Catalog:
                           90 * DAY_MS)
     aggregates: Topic = _out("out.aggregates", "hourly k-anonymous counts for analysts",
                              365 * DAY_MS)
+    aggregate_partials: Topic = _out("privacy.aggregate-partials",
+                                     "per-batch aggregate contributions, keyed by cell",
+                                     2 * DAY_MS)
     dead_letters: Topic = _out("privacy.dead-letters",
                                "undecodable or invalid input, original bytes", 14 * DAY_MS)
     drops: Topic = _out("privacy.drops",

@@ -30,6 +30,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams import kafka_clients, metrics
+from streams.aggregates import token_key
 from streams.codec import Codec, default_codec
 from streams.consent import SubjectHistory
 from streams.errors import BrokerError
@@ -101,7 +102,9 @@ class Worker:
         self.codec = codec or default_codec()
         self.keyring = Keyring(settings.master_key, settings.previous_master_keys)
         self.ledger = Ledger(self.keyring)
-        self.processor = BatchProcessor(self.catalog, self.codec, policy, self.ledger)
+        self.processor = BatchProcessor(self.catalog, self.codec, policy, self.ledger,
+                                        token_key(settings.master_key))
+        self.region = policy.processing_region
         self.stores: dict[int, SubjectStore] = {}
         self.ready = threading.Event()
         self._stop = threading.Event()
@@ -249,6 +252,10 @@ class Worker:
             self.processor.process(events, store, result)
         for subject in result.deletions:
             result.records.append(self._deletion_request(subject))
+        if result.contributions is not None:
+            partials = self.catalog.aggregate_partials.name
+            result.records += [Record(partials, key, self.codec.encode("AggregatePartial", rec))
+                               for key, rec in result.contributions.records(self.region)]
         producer.begin_transaction()
         for rec in result.records:
             self._produce(producer, rec)
@@ -308,8 +315,22 @@ class Worker:
 def run_worker(settings: Settings, policy: Policy, stop_event: threading.Event | None = None,
                **kwargs: Any) -> None:
     """Run a worker with /metrics, until SIGTERM/SIGINT or ``stop_event``."""
+    from streams.aggregator import Aggregator
+
     worker = Worker(settings, policy, **kwargs)
+    aggregator = Aggregator(settings, policy)
     server = metrics.serve_metrics(settings.metrics_port, ready=worker.ready.is_set)
+    failed: list[BaseException] = []
+
+    def aggregate() -> None:
+        try:
+            aggregator.run()
+        except BaseException as exc:  # an aggregator failure stops the whole worker
+            failed.append(exc)
+            log.error("aggregator failed: %s", exc)
+            worker.stop()
+
+    threading.Thread(target=aggregate, name="aggregator", daemon=True).start()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: worker.stop())
@@ -324,7 +345,10 @@ def run_worker(settings: Settings, policy: Policy, stop_event: threading.Event |
     except KafkaException as exc:
         raise BrokerError(f"worker: {exc.args[0].str()}") from None
     finally:
+        aggregator.stop()
         server.close()
+    if failed:
+        raise failed[0]
     log.info("worker stopped (pid %d)", os.getpid())
 
 

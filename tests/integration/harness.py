@@ -116,3 +116,29 @@ def running_worker(settings: Settings, **kwargs: Any) -> Iterator[Any]:
         thread.join(60)
     if failure:
         raise failure[0]
+
+
+@contextmanager
+def running_aggregator(settings: Settings, **kwargs: Any) -> Iterator[Any]:
+    """The aggregator on its own thread; stopped (and its failure re-raised) on exit."""
+    from streams.aggregator import Aggregator
+    from streams.infra import load_policy_for
+
+    aggregator = Aggregator(settings, load_policy_for(settings), **kwargs)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            aggregator.run()
+        except BaseException as exc:  # surfaced to the test below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield aggregator
+    finally:
+        aggregator.stop()
+        thread.join(60)
+    if failure:
+        raise failure[0]
