@@ -521,9 +521,11 @@ def server_prefs(subject_id: str, rng: random.Random, count: int = 2,
     return out
 
 
-def consent_record(subject: Subject, at_ms: int, rng: random.Random) -> dict[str, Any]:
-    """The subject's first consent record, effective ``at_ms``; age via band or birth year."""
-    year = year_of(at_ms)
+def consent_record(subject: Subject, at_ms: int, rng: random.Random,
+                   age_year: int | None = None) -> dict[str, Any]:
+    """The subject's first consent record, effective ``at_ms``; age via band or birth year
+    (a birth year keeps the subject in its band all of ``age_year``, default ``at_ms``'s)."""
+    year = age_year or year_of(at_ms)
     by = birth_year_for(subject.age_band, year, rng) if rng.random() < 0.5 else None
     band = None if by is not None or subject.age_band == "unknown" else subject.age_band
     opt_in = subject.jurisdiction in ("EU", "GB")

@@ -38,6 +38,7 @@ from streams.traffic_model import (
     personalize,
     subject_request,
     uuid_of,
+    year_of,
 )
 
 __all__ = ["Message", "TrafficStream", "TEMPLATE_VARIANTS", "TEMPLATE_REUSE"]
@@ -48,7 +49,7 @@ TEMPLATE_REUSE = 32
 SERVER_SCHEMAS = frozenset({"ServerConfigEvent", "CrashReportEvent", "PushNotificationEvent",
                             "ServerLibraryEvent", "RelayTransferEvent", "MetadataMatchEvent",
                             "IntegrationFulfilmentEvent"})
-CONCURRENT_SESSIONS = 2_000
+CONCURRENT_SESSIONS = 2_000  # capped at a third of the subjects
 # Fields a pooled body takes from the subject, never from the pool (see personalize).
 _PROFILE = ("profile_id", "managed_profile", "device_id")
 SUBJECT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -132,6 +133,7 @@ class TrafficStream:
         self.consents: dict[int, dict[str, Any]] = {}
         self.hole_values: dict[tuple[int, str, int], tuple[bytes, ...]] = {}
         self.sessions: list[_Session] = []
+        self.watching: set[int] = set()
         self._id_prefix = uuid_of(random.Random(f"{config.seed}:ids").getrandbits(128))[:24]
         self._counter = 0
         self.schema_counts: Counter[str] = Counter()
@@ -155,7 +157,8 @@ class TrafficStream:
         at = self.config.start_ms - DAY_MS
         for i, s in enumerate(self.population.subjects):
             if s.has_consent:
-                rec = consent_record(s, at, random.Random(f"{self.config.seed}:c:{s.subject_id}"))
+                rng = random.Random(f"{self.config.seed}:c:{s.subject_id}")
+                rec = consent_record(s, at, rng, year_of(self.config.start_ms))
                 self.consents[i] = rec
                 out.append(self._control("control.consent", "ConsentRecord", i, rec))
         return out
@@ -203,7 +206,7 @@ class TrafficStream:
     def _playback(self) -> tuple[int, bytes]:
         rng, sessions = self.rng, self.sessions
         schema = self.schemas["PlaybackEvent"]
-        if len(sessions) < CONCURRENT_SESSIONS and (not sessions or rng.random() < 0.2):
+        if len(sessions) < min(CONCURRENT_SESSIONS, len(self.keys) // 3) and (not sessions or rng.random() < 0.2):
             return self._start_session(schema)
         k = rng.randrange(len(sessions))
         s = sessions[k]
@@ -214,6 +217,7 @@ class TrafficStream:
         if s.remaining <= 0:
             sessions[k] = sessions[-1]
             sessions.pop()
+            self.watching.discard(s.subject)
             if rng.random() < 0.4:
                 kind, s.position = "complete", s.duration
             else:
@@ -235,6 +239,9 @@ class TrafficStream:
     def _start_session(self, schema: _Schema) -> tuple[int, bytes]:
         rng = self.rng
         i = self._live_subject()
+        while i in self.watching:  # one session per subject at a time
+            i = self._live_subject()
+        self.watching.add(i)
         subject = self.population.subjects[i]
         rec = personalize("PlaybackEvent", RECORDS["PlaybackEvent"](rng, subject.subject_id),
                           subject, rng)
