@@ -41,7 +41,7 @@ from streams.traffic_model import (
     year_of,
 )
 
-__all__ = ["Message", "TrafficStream", "TEMPLATE_VARIANTS", "TEMPLATE_REUSE"]
+__all__ = ["TEMPLATE_REUSE", "TEMPLATE_VARIANTS", "Message", "TrafficStream"]
 
 Message = tuple[str, bytes, bytes]  # (logical topic, key, value)
 TEMPLATE_VARIANTS = 64
@@ -84,7 +84,7 @@ class _Schema:
         self.holes = tuple(sorted(holes, key=names.index))
         bounds = [names.index(h) for h in self.holes]
         starts = [0] + [b + 1 for b in bounds]
-        ends = bounds + [len(names)]
+        ends = [*bounds, len(names)]
         self._segs = [compile_fields(body[a:b]) for a, b in zip(starts, ends, strict=True)]
         self._holes = [compile_fields([body[b]]) for b in bounds]
         self.pool: list[list[Any]] = [[b"", (), reuse] for _ in range(TEMPLATE_VARIANTS)]
@@ -103,8 +103,18 @@ class _Schema:
 
 
 class _Session:
-    __slots__ = ("subject", "pre", "post", "position", "duration", "last", "playing",
-                 "remaining", "ads", "id")
+    __slots__ = (
+        "ads",
+        "duration",
+        "id",
+        "last",
+        "playing",
+        "position",
+        "post",
+        "pre",
+        "remaining",
+        "subject",
+    )
 
     def __init__(self, subject: int, pre: bytes, post: bytes, duration: int, last: int,
                  remaining: int, ads: bool) -> None:
@@ -206,7 +216,8 @@ class TrafficStream:
     def _playback(self) -> tuple[int, bytes]:
         rng, sessions = self.rng, self.sessions
         schema = self.schemas["PlaybackEvent"]
-        if len(sessions) < min(CONCURRENT_SESSIONS, len(self.keys) // 3) and (not sessions or rng.random() < 0.2):
+        cap = min(CONCURRENT_SESSIONS, len(self.keys) // 3)
+        if len(sessions) < cap and (not sessions or rng.random() < 0.2):
             return self._start_session(schema)
         k = rng.randrange(len(sessions))
         s = sessions[k]
@@ -329,7 +340,8 @@ def _content(rec: dict[str, Any], subject: Subject, population: Population,
     """Give a new session its title: the subject's own library or the Zipf catalog."""
     if subject.library and rng.random() < 0.25:
         title, fname = rng.choice(subject.library)
-        rec.update(content_source="personal", content_id=f"local-{zlib.crc32(fname.encode()) % 10**6:06d}",
+        local_id = zlib.crc32(fname.encode()) % 10**6
+        rec.update(content_source="personal", content_id=f"local-{local_id:06d}",
                    title=title, file_name=fname if rng.random() < 0.5 else None, ad_id=None)
         return
     catalog = population.catalog

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import itertools
 import random
 from collections import Counter
+from typing import Any
 
 import fastavro
 import pytest
@@ -56,7 +58,7 @@ def _classify(topic: str, key: bytes, value: bytes) -> str:
         try:
             codec.decode(b"\x00" + value[1:])
             return "wrong_magic"
-        except Exception:  # noqa: BLE001 - anything undecodable is random bytes
+        except Exception:
             return "random_bytes"
     if info.topic != topic:
         return "wrong_topic"
@@ -114,12 +116,12 @@ def test_population_age_bands_and_jurisdictions_match_config() -> None:
 def test_playback_titles_follow_zipf_head_share(run) -> None:  # type: ignore[no-untyped-def]
     stream, msgs = run
     codec = default_codec()
-    titles = Counter()
+    titles: Counter[str] = Counter()
     for topic, _, v in msgs:
         if topic == "raw.playback" and v[0] == 0:
             try:
                 _, rec = codec.decode(v)
-            except Exception:  # noqa: BLE001,S112 - bad records are counted elsewhere
+            except Exception:
                 continue
             if rec["event_type"] == "play" and rec["content_source"] != "personal":
                 titles[rec["content_id"]] += 1
@@ -133,7 +135,7 @@ def test_sessions_well_formed() -> None:
     stream = TrafficStream(TrafficConfig(seed=9, subjects=500, bad_fraction=0))
     msgs = stream.batch(20_000)
     codec = default_codec()
-    sessions: dict[str, list[dict]] = {}  # type: ignore[type-arg]
+    sessions: dict[str, list[dict[str, Any]]] = {}
     for topic, _, v in msgs:
         if topic == "raw.playback":
             rec = codec.decode(v)[1]
@@ -141,7 +143,7 @@ def test_sessions_well_formed() -> None:
     finished = 0
     for events in sessions.values():
         # a subject watches one thing at a time: a play starts its next session
-        runs: list[list[dict]] = []  # type: ignore[type-arg]
+        runs: list[list[dict[str, Any]]] = []
         for e in events:
             if e["event_type"] == "play":
                 runs.append([])
@@ -154,7 +156,7 @@ def test_sessions_well_formed() -> None:
             ends = [i for i, e in enumerate(r) if e["event_type"] in ("stop", "complete")]
             assert not ends or ends == [len(r) - 1]
             finished += bool(ends)
-            for a, b in zip(r, r[1:]):
+            for a, b in itertools.pairwise(r):
                 if b["event_type"] == "resume":
                     assert a["event_type"] == "pause"
     assert finished > 100
