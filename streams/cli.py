@@ -129,6 +129,26 @@ def run_cmd(seconds: float = typer.Option(20.0, help="How long to generate traff
                           indent=2))
 
 
+@app.command("generate")
+def generate_cmd(events: int = typer.Option(None, help="Stop after this many input events."),
+                 seconds: float = typer.Option(None, help="Stop after this many seconds."),
+                 rate: float = typer.Option(0.0, help="Target events/s (0 = as fast as "
+                                                       "possible)."),
+                 seed: int = typer.Option(0, help="Seed: same seed, same records."),
+                 subjects: int = typer.Option(10_000, help="Number of accounts."),
+                 bad_fraction: float = typer.Option(0.01, help="Share of bad input records.")
+                 ) -> None:
+    """Produce seeded synthetic traffic to the catalog topics and print a summary."""
+    from streams.traffic import generate
+    from streams.traffic_model import TrafficConfig
+
+    if events is None and seconds is None:
+        raise typer.BadParameter("give --events or --seconds")
+    config = TrafficConfig(seed=seed, subjects=subjects, bad_fraction=bad_fraction)
+    typer.echo(json.dumps(generate(_settings(), config, events=events, seconds=seconds,
+                                   rate=rate), indent=2))
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
