@@ -119,6 +119,23 @@ def worker_cmd() -> None:
     run_worker(settings, load_policy_for(settings))
 
 
+@bench_app.command("throughput")
+def bench_throughput(events: int = typer.Option(200_000, help="Events to push through.")) -> None:
+    """The worker against a raw confluent-kafka pass-through on the same broker and events."""
+    from streams import bench_throughput as bench
+
+    bench.main(_settings(), events)
+
+
+@bench_app.command("policy")
+def bench_policy_cmd(events: int = typer.Option(200_000, help="Events to decide."),
+                     seed: int = typer.Option(0, help="Event mix seed.")) -> None:
+    """The policy engine alone, one process, on a realistic event mix."""
+    from streams import bench_policy
+
+    typer.echo(json.dumps(bench_policy.run(events=events, seed=seed)))
+
+
 @app.command("run")
 def run_cmd(seconds: float = typer.Option(20.0, help="How long to generate traffic."),
             keep_running: bool = typer.Option(False, help="Leave the broker running.")) -> None:

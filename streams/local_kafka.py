@@ -12,6 +12,7 @@ import ctypes
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -76,6 +77,23 @@ def resolve_jars(cache: Path, version: str, kafka_home: Path | None = None) -> P
                           f"{last[0]}")
     (target / ".complete").touch()
     return libs
+
+
+def free_port_pair() -> int:
+    """A port p such that p and p+1 are both free (client and controller listeners)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port >= 65535:
+            continue
+        with socket.socket() as s2:
+            try:
+                s2.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise BrokerError("no two adjacent free ports for a local broker")
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec

@@ -68,20 +68,24 @@ VARIABLES: tuple[Variable, ...] = (
              "Prefix for every topic name of the catalog (one namespace per environment)."),
     Variable("PRIVACY_PIPELINE_REPLICATION_FACTOR", "1",
              "Replication factor for every catalog topic (3 in production)."),
-    Variable("PRIVACY_PIPELINE_METRICS_PORT", "9464", "Port of /metrics on each process."),
-    Variable("PRIVACY_PIPELINE_API_PORT", "8080", "Port of the data-subject request API."),
+    Variable("PRIVACY_PIPELINE_METRICS_PORT", "9464",
+             "Port of /metrics, /healthz and /ready on each process (0: any free port)."),
+    Variable("PRIVACY_PIPELINE_API_PORT", "8080",
+             "Port of the data-subject request API (0: any free port)."),
     Variable("PRIVACY_PIPELINE_LOG_LEVEL", "INFO", "One of DEBUG, INFO, WARNING, ERROR."),
 )
 _KNOWN = {v.name for v in VARIABLES}
 
 
-def _port(name: str, raw: str) -> int:
+def _port(name: str, raw: str, *, any_free: bool = False) -> int:
+    """A port number; 0 (any free port) only where the process listens (``any_free``)."""
     try:
         port = int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a port number") from None
-    if not 0 < port < 65536:
-        raise ConfigError(f"{name}={raw!r} is not a port number (1-65535)")
+    if not (0 if any_free else 1) <= port < 65536:
+        raise ConfigError(f"{name}={raw!r} is not a port number "
+                          f"({0 if any_free else 1}-65535)")
     return port
 
 
@@ -233,8 +237,9 @@ class Settings:
             replication_factor=_positive("PRIVACY_PIPELINE_REPLICATION_FACTOR",
                                          get("PRIVACY_PIPELINE_REPLICATION_FACTOR", "1")),
             metrics_port=_port("PRIVACY_PIPELINE_METRICS_PORT",
-                               get("PRIVACY_PIPELINE_METRICS_PORT", "9464")),
-            api_port=_port("PRIVACY_PIPELINE_API_PORT", get("PRIVACY_PIPELINE_API_PORT", "8080")),
+                               get("PRIVACY_PIPELINE_METRICS_PORT", "9464"), any_free=True),
+            api_port=_port("PRIVACY_PIPELINE_API_PORT", get("PRIVACY_PIPELINE_API_PORT", "8080"),
+                           any_free=True),
             log_level=level,
         )
 

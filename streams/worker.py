@@ -203,28 +203,42 @@ class Worker:
     # -- one batch ---------------------------------------------------------------------
 
     def _consent_barrier(self, messages: list[Any], consumer: Consumer) -> list[Any]:
-        """Extend the batch until every consent record that was already written to the
-        partitions of its events is in it too, so no event is decided on a stale consent.
-        Bounded: a consent topic written faster than we read it cannot starve the batch."""
+        """Catch up on consent before deciding: while a consent partition of this batch's
+        events has unread records, pause those events' raw partitions and read consent only,
+        so no event is decided on a consent state older than what was already written.
+        Bounded, so a consent topic written faster than we read cannot starve the worker."""
         consent = self.catalog.consent.name
-        deadline = time.monotonic() + BARRIER_MAX_S
-        while time.monotonic() < deadline:
-            behind = []
-            for part in {m.partition() for m in messages if m.topic() != consent}:
-                tp = TopicPartition(consent, part)
-                high = consumer.get_watermark_offsets(tp, timeout=5)[1]
-                read = max([m.offset() + 1 for m in messages
-                            if m.topic() == consent and m.partition() == part]
-                           + [self._consent_read.get(part, 0)])
-                self._consent_read[part] = read
-                if read < high:
-                    behind.append(tp)
-            if not behind:
-                return messages
-            messages = messages + consumer.consume(self.max_batch, timeout=BATCH_WAIT_S)
-        log.warning("consent barrier: gave up after %.1fs; deciding with what was read",
-                    BARRIER_MAX_S)
+        for msg in messages:
+            if msg.topic() == consent and msg.error() is None:
+                self._consent_read[msg.partition()] = msg.offset() + 1
+        parts = {m.partition() for m in messages if m.topic() != consent}
+        behind = [p for p in parts if self._consent_lag(consumer, p) > 0]
+        if not behind:
+            return messages
+        paused = [TopicPartition(t.name, p) for t in self.catalog.raw for p in behind]
+        consumer.pause(paused)
+        try:
+            deadline = time.monotonic() + BARRIER_MAX_S
+            while behind and time.monotonic() < deadline:
+                more: list[Any] = consumer.consume(self.max_batch, timeout=BATCH_WAIT_S)
+                for msg in more:
+                    if msg.topic() == consent and msg.error() is None:
+                        self._consent_read[msg.partition()] = msg.offset() + 1
+                messages += more
+                behind = [p for p in behind if self._consent_lag(consumer, p) > 0]
+            if behind:
+                log.warning("consent barrier: partitions %s still behind after %.1fs",
+                            behind, BARRIER_MAX_S)
+        finally:
+            consumer.resume(paused)
         return messages
+
+    def _consent_lag(self, consumer: Consumer, part: int) -> int:
+        tp = TopicPartition(self.catalog.consent.name, part)
+        high = consumer.get_watermark_offsets(tp, cached=True)[1]
+        if high < 0:  # not fetched yet: ask the broker once
+            high = consumer.get_watermark_offsets(tp, timeout=5)[1]
+        return high - self._consent_read.get(part, 0)
 
     def _handle(self, messages: list[Any], consumer: Consumer, producer: Any) -> None:
         t0 = time.monotonic()

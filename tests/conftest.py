@@ -9,7 +9,6 @@ test gets its own database.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,28 +38,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"integration test skipped in CI: {report.longrepr}"
 
 
-def free_port_pair() -> int:
-    """A port p such that p and p+1 are both free (client and controller listeners)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 65535:
-            continue
-        with socket.socket() as s2:
-            try:
-                s2.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return int(port)
-    raise RuntimeError("no free port pair")
-
-
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Bootstrap servers of a real broker shared by the whole session, catalog applied."""
     from streams import topic_admin
-    from streams.local_kafka import LocalKafka, resolve_jars
+    from streams.local_kafka import LocalKafka, free_port_pair, resolve_jars
     from streams.settings import Settings
 
     settings = Settings.from_env({k: v for k, v in os.environ.items()

@@ -14,8 +14,8 @@ from confluent_kafka import KafkaError, TopicPartition
 
 from streams import kafka_clients, topic_admin
 from streams.codec import default_codec
+from streams.local_kafka import free_port_pair
 from streams.settings import Settings
-from tests.conftest import free_port_pair
 
 TEST_MASTER_KEY = base64.b64encode(b"k" * 32).decode()
 

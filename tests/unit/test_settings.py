@@ -47,6 +47,7 @@ def test_master_key_generated_once_with_owner_only_permissions(tmp_path: Path) -
     ("KAFKA_BOOTSTRAP_SERVERS", "broker:http", "not a port number"),
     ("PRIVACY_PIPELINE_LOG_LEVEL", "LOUD", "not one of"),
     ("PRIVACY_PIPELINE_METRICS_PORT", "99999", "port number"),
+    ("PRIVACY_PIPELINE_KAFKA_PORT", "0", "port number"),
     ("PRIVACY_PIPELINE_REPLICATION_FACTOR", "0", "at least 1"),
     ("PRIVACY_PIPELINE_MASTER_KEY", "not base64!", "not valid base64"),
     ("PRIVACY_PIPELINE_MASTER_KEY", base64.b64encode(b"short").decode(), "32 bytes"),

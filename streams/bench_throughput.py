@@ -1,0 +1,214 @@
+"""``privacy-pipeline bench throughput``: the worker against a raw pass-through, side by side.
+
+On one broker and the same generated events: (1) a confluent-kafka consume → produce
+pass-through (batches of 5,000, flush, then commit: the same durability rule as the
+worker), (2) the worker as its own process. Rates are measured from the first to the
+last committed offset, so start-up is excluded. Then end-to-end latency at half the
+worker's maximum rate: raw message timestamp to analytics output timestamp, matched by
+event id. Prints progress, then ONE JSON object on the last line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import TopicPartition
+
+from streams import kafka_clients, topic_admin
+from streams.codec import default_codec
+from streams.infra import bench_kafka
+from streams.settings import Settings
+from streams.topics import Catalog, Topic
+from streams.traffic import produce_stream
+from streams.traffic_model import TrafficConfig
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    consumer = kafka_clients.consumer(bootstrap, f"ends-{uuid.uuid4().hex}")
+    try:
+        ends = {}
+        for topic in topics:
+            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                ends[(topic, p)] = consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                                  timeout=10)[1]
+        return ends
+    finally:
+        consumer.close()
+
+
+def _committed(bootstrap: str, group: str, tps: list[tuple[str, int]]) -> int:
+    consumer = kafka_clients.consumer(bootstrap, group)
+    try:
+        got = consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=10)
+        return sum(max(0, tp.offset) for tp in got)
+    finally:
+        consumer.close()
+
+
+def _wait_drained(bootstrap: str, group: str, ends: dict[tuple[str, int], int],
+                  timeout: float = 900.0) -> tuple[float, float]:
+    """(time of first progress, time all committed) for a consumer group."""
+    total = sum(ends.values())
+    first = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = _committed(bootstrap, group, list(ends))
+        now = time.monotonic()
+        if done > 0 and first is None:
+            first = now
+        if done >= total:
+            return first or now, now
+        time.sleep(0.2)  # polling committed offsets, bounded by the deadline
+    raise TimeoutError(f"group {group} did not drain within {timeout}s")
+
+
+def passthrough(bootstrap: str, sources: list[str], sink: str, messages: int) -> float:
+    """Messages/s of a plain consume → produce → flush → commit loop."""
+    group = f"bench-passthrough-{uuid.uuid4().hex[:8]}"
+    consumer = kafka_clients.consumer(bootstrap, group, **{"fetch.wait.max.ms": 50})
+    producer = kafka_clients.producer(bootstrap, **{"linger.ms": 5})
+    consumer.subscribe(sources)
+    seen, first = 0, None
+    deadline = time.monotonic() + 900
+    try:
+        while seen < messages and time.monotonic() < deadline:
+            batch = consumer.consume(5_000, timeout=0.2)
+            if not batch:
+                continue
+            first = first or time.monotonic()
+            for msg in batch:
+                if msg.error() is None:
+                    producer.produce(sink, msg.value(), msg.key())
+                    seen += 1
+            producer.flush(60)
+            consumer.commit(asynchronous=False)
+        return seen / (time.monotonic() - (first or time.monotonic()) or 1e-9)
+    finally:
+        consumer.close()
+
+
+def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _latencies(bootstrap: str, catalog: Catalog, since: dict[tuple[str, int], int]
+               ) -> list[float]:
+    """Raw-message to analytics-output latency (ms) of events produced after ``since``."""
+    codec = default_codec()
+    sent: dict[str, int] = {}
+    for (topic, part), start in since.items():
+        for msg in _read_from(bootstrap, topic, part, start):
+            try:
+                sent[codec.decode(msg.value())[1]["event_id"]] = msg.timestamp()[1]
+            except Exception:  # bad records carry no event id
+                continue
+    out = []
+    for msg in _read_all(bootstrap, catalog.analytics):
+        rec = codec.decode(msg.value())[1]
+        if rec["event_id"] in sent:
+            out.append(msg.timestamp()[1] - sent[rec["event_id"]])
+    return sorted(out)
+
+
+def _read_from(bootstrap: str, topic: str, part: int, start: int) -> list[Any]:
+    consumer = kafka_clients.consumer(bootstrap, f"lat-{uuid.uuid4().hex}",
+                                      **{"isolation.level": "read_committed"})
+    end = consumer.get_watermark_offsets(TopicPartition(topic, part), timeout=10)[1]
+    consumer.assign([TopicPartition(topic, part, start)])
+    out: list[Any] = []
+    try:
+        while start + len(out) < end:
+            batch = consumer.consume(10_000, timeout=1.0)
+            if not batch:
+                break
+            out += [m for m in batch if m.error() is None]
+        return out
+    finally:
+        consumer.close()
+
+
+def _read_all(bootstrap: str, topic: Topic) -> list[Any]:
+    parts = _end_offsets(bootstrap, [topic.name])
+    out: list[Any] = []
+    for (name, part), _ in parts.items():
+        out += _read_from(bootstrap, name, part, 0)
+    return out
+
+
+def _pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def run(settings: Settings, *, events: int = 200_000, latency_seconds: float = 15.0
+        ) -> dict[str, Any]:
+    with bench_kafka(settings) as bootstrap, tempfile.TemporaryDirectory() as home:
+        prefix = f"bench-{uuid.uuid4().hex[:6]}."
+        catalog = Catalog.with_prefix(prefix)
+        topic_admin.apply(bootstrap, 1, catalog)
+        sink = Topic(f"{prefix}passthrough", "pass-through baseline output")
+        topic_admin.apply(bootstrap, 1, [sink])
+        config = TrafficConfig(seed=1, subjects=10_000)
+        _say(f"producing {events} events …")
+        summary = produce_stream(bootstrap, catalog, config, events=events)
+        inputs = [t.name for t in catalog.raw] + [catalog.consent.name]
+        ends = {tp: n for tp, n in _end_offsets(bootstrap, inputs).items() if n > 0}
+        messages = sum(ends.values())
+
+        _say("pass-through …")
+        pt_rate = passthrough(bootstrap, inputs, sink.name, messages)
+        _say(f"pass-through: {pt_rate:,.0f} msg/s")
+
+        env = {k: v for k, v in os.environ.items()} | {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PRIVACY_PIPELINE_TOPIC_PREFIX": prefix,
+            "PRIVACY_PIPELINE_HOME": home, "PRIVACY_PIPELINE_METRICS_PORT": "0",
+            "PRIVACY_PIPELINE_LOG_LEVEL": "WARNING"}
+        _say("worker …")
+        worker = _worker(env)
+        try:
+            first, last = _wait_drained(bootstrap, "privacy-pipeline-worker", ends)
+            rate = messages / max(last - first, 1e-9)
+            _say(f"worker: {rate:,.0f} msg/s")
+            target = rate / 2
+            _say(f"latency at {target:,.0f} events/s for {latency_seconds:.0f}s …")
+            since = _end_offsets(bootstrap, [t.name for t in catalog.raw])
+            produce_stream(bootstrap, catalog, TrafficConfig(seed=2, subjects=10_000),
+                           seconds=latency_seconds, rate=target)
+            after = _end_offsets(bootstrap, inputs)
+            _wait_drained(bootstrap, "privacy-pipeline-worker",
+                          {tp: n for tp, n in after.items() if n > 0})
+            latencies = _latencies(bootstrap, catalog, since)
+            rss = _peak_rss_mb(worker.pid)
+        finally:
+            worker.terminate()
+            _, err = worker.communicate(timeout=60)
+        if worker.returncode not in (0, -15):
+            raise RuntimeError(f"worker exited {worker.returncode}: {err.decode()[-500:]}")
+    return {"events": summary["events"], "messages": messages,
+            "pipeline_events_per_s": round(rate), "passthrough_events_per_s": round(pt_rate),
+            "ratio": round(rate / pt_rate, 3), "p50_ms": _pct(latencies, 0.5),
+            "p99_ms": _pct(latencies, 0.99), "latency_samples": len(latencies),
+            "latency_rate_events_per_s": round(target), "rss_mb": round(rss, 1)}
+
+
+def main(settings: Settings, events: int) -> None:
+    print(json.dumps(run(settings, events=events)))
