@@ -1,0 +1,143 @@
+"""Generalizers: deterministic coarsening of quasi-identifiers (C7, C19).
+
+Each generalizer maps one field value to a coarser one and is named in the schemas'
+``privacy`` annotations (``"handling": "generalize", "method": "<name>"``). They are
+pure, cheap, and total: a value they cannot parse becomes ``None`` (the field is then
+left out) rather than leaking through unchanged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = [
+    "METHODS",
+    "age_band",
+    "count_bucket",
+    "ip_prefix",
+    "postal_region",
+    "timestamp_hour",
+    "url_host",
+    "url_path",
+    "user_agent_family",
+]
+
+HOUR_MS = 3_600_000
+
+
+@lru_cache(maxsize=65_536)
+def ip_prefix(value: str) -> str | None:
+    """IPv4 -> its /24 network, IPv6 -> its /48 network; anything else -> None."""
+    parts = value.split(".")
+    if len(parts) == 4:
+        for p in parts:
+            if not (p.isdigit() and p.isascii() and len(p) <= 3 and int(p) <= 255):
+                return None
+        return f"{int(parts[0])}.{int(parts[1])}.{int(parts[2])}.0/24"
+    if ":" not in value:
+        return None
+    try:
+        net = ipaddress.IPv6Network(f"{value.split('%', 1)[0]}/48", strict=False)
+    except ValueError:
+        return None
+    mapped = net.network_address.ipv4_mapped
+    if mapped is not None:
+        return ip_prefix(str(mapped))
+    return str(net)
+
+
+def postal_region(value: str) -> str | None:
+    """A postal code -> its first three alphanumerics (the US "ZIP3" region rule)."""
+    chars = "".join(c for c in value if c.isalnum()).upper()
+    if len(chars) < 3:
+        return None
+    return chars[:3]
+
+
+def timestamp_hour(value: int) -> int:
+    """Epoch millis -> the start of its hour."""
+    return value - value % HOUR_MS
+
+
+_BUCKETS = (0, 1, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
+
+
+def count_bucket(value: int | float) -> str:
+    """A count -> an order-of-magnitude bucket label ("0", "1-9", "10-99", ..., "1000000+")."""
+    if value <= 0:
+        return "0"
+    for lo, hi in itertools.pairwise(_BUCKETS):
+        if value < hi:
+            return f"{lo}-{hi - 1}"
+    return f"{_BUCKETS[-1]}+"
+
+
+def age_band(birth_year: int, at_year: int) -> str:
+    """A birth year -> an age band at ``at_year``, rounding down (a child is never aged up)."""
+    age = at_year - birth_year - 1
+    if age < 13:
+        return "under_13"
+    if age < 16:
+        return "age_13_15"
+    if age < 18:
+        return "age_16_17"
+    return "adult"
+
+
+_UA_FAMILIES = (
+    ("Edg/", "edge"),
+    ("OPR/", "opera"),
+    ("Firefox/", "firefox"),
+    ("Chrome/", "chrome"),
+    ("Safari/", "safari"),
+    ("Plex", "plex_app"),
+    ("okhttp", "android_app"),
+    ("CFNetwork", "ios_app"),
+    ("Roku", "roku"),
+)
+
+
+@lru_cache(maxsize=4_096)
+def user_agent_family(value: str) -> str:
+    """A user agent -> a browser/app family; the version and device details are dropped."""
+    for needle, family in _UA_FAMILIES:
+        if needle in value:
+            return family
+    return "other"
+
+
+@lru_cache(maxsize=16_384)
+def url_path(value: str) -> str | None:
+    """A URL -> host and path only: query strings and fragments may carry identifiers."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    return f"{parts.netloc}{parts.path}" if parts.netloc or parts.path else None
+
+
+@lru_cache(maxsize=16_384)
+def url_host(value: str) -> str | None:
+    """A URL -> its host name only."""
+    try:
+        host = urlsplit(value).hostname
+    except ValueError:
+        return None
+    return host or None
+
+
+# name -> (function, output kind): "str" values go to attribute maps, "num" to measures.
+METHODS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "ip_prefix": (ip_prefix, "str"),
+    "postal_region": (postal_region, "str"),
+    "timestamp_hour": (timestamp_hour, "num"),
+    "count_bucket": (count_bucket, "str"),
+    "user_agent_family": (user_agent_family, "str"),
+    "url_path": (url_path, "str"),
+    "url_host": (url_host, "str"),
+}
