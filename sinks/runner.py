@@ -175,6 +175,7 @@ class SinkRunner:
         return False
 
     def _flush_and_commit(self) -> None:
+        _LOG.debug("%s: flushing %d rows", self.sink.name, self.sink.pending())
         self.sink.flush()
         self._last_flush = time.monotonic()
         offsets = self.sink.flushed_offsets()
