@@ -123,8 +123,8 @@ def _read_all(bootstrap: str, topic: str, n: int) -> list[dict[str, Any]]:
     def more() -> bool:
         for m in c.consume(num_messages=100, timeout=0.5):
             if m.error() is None:
-                headers: list[tuple[str, bytes]] = list(m.headers() or [])
-                got.append({**{k: v.decode() for k, v in headers}, "value": m.value()})
+                headers: Any = m.headers() or []
+                got.append({**{k: bytes(v).decode() for k, v in headers}, "value": m.value()})
         return len(got) >= n
     try:
         wait_for(more, 30, f"{n} records on {topic}", every=0)
