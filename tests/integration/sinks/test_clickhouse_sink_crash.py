@@ -19,8 +19,10 @@ from typing import Any
 
 from confluent_kafka import TopicPartition as KTP
 
+from sinks.query import ENDPOINT_FILE, _remote
 from sinks.service import group_id
 from streams import kafka_clients
+from streams.errors import ClickHouseError
 from tests.integration.sinks.helpers import (
     BASE_MS,
     private_topics,
@@ -31,6 +33,7 @@ from tests.integration.sinks.helpers import (
 
 EVENTS = 200_000
 REPO = Path(__file__).resolve().parents[3]
+COUNT = "SELECT count() AS n FROM privacy_pipeline.analytics_events"
 
 
 def _events(n: int) -> list[dict[str, Any]]:
@@ -83,17 +86,34 @@ def test_sigkill_mid_run_then_restart_leaves_one_row_per_event(
            "PRIVACY_PIPELINE_METRICS_PORT": str(_free_port()), "PYTHONPATH": str(REPO)}
     log = tmp_path / "sink.log"
 
-    first = _start(env, log)
-    try:
-        def first_commit() -> int:
-            _alive(first, log)
-            return _committed(kafka_bootstrap, group, topic)
+    # Kill while rows are in the table past the committed offsets (insert done, commit not),
+    # seen through the sink's own query endpoint; checked afterwards from a fresh process.
+    exercised = False
+    for _attempt in range(5):
+        first = _start(env, log)
+        try:
+            def rows_past_commit(proc: subprocess.Popen[bytes] = first) -> bool:
+                _alive(proc, log)
+                port = _endpoint_port(settings.home)
+                if port is None:
+                    return False
+                try:
+                    written = _remote(port, COUNT)[0]["n"]
+                except ClickHouseError:
+                    return False  # not migrated yet
+                return bool(written > _committed(kafka_bootstrap, group, topic))
 
-        done = wait_for(first_commit, 120, "a first commit")
-        assert done < EVENTS, "the whole run finished before the kill: no crash tested"
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait(30)
+            wait_for(rows_past_commit, 120, "rows written but not committed", every=0.05)
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait(30)
+        written = _probe(data)[0]
+        committed = _committed(kafka_bootstrap, group, topic)
+        assert committed < EVENTS, "the whole run finished before the kill"
+        if written > committed:
+            exercised = True
+            break
+    assert exercised, "never killed between an insert and its commit"
 
     second = _start(env, log)
     try:
@@ -106,10 +126,24 @@ def test_sigkill_mid_run_then_restart_leaves_one_row_per_event(
         second.send_signal(signal.SIGTERM)
         assert second.wait(60) == 0, log.read_text()[-3000:]
 
+    assert _probe(data) == [EVENTS, EVENTS]
+    assert "past the committed offset" in log.read_text()  # the restart skipped them
+
+
+def _probe(data: Path) -> list[int]:
+    """count() and uniqExact(event_id), read by a fresh process once the sink is gone."""
     probe = ("import clickhouse_connect, json;"
              f"c = clickhouse_connect.get_client(dsn='chdb://{data}');"
              "print(json.dumps(c.query('SELECT count(), uniqExact(event_id) FROM "
              "privacy_pipeline.analytics_events').result_rows[0]))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          timeout=120, check=True)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == [EVENTS, EVENTS]
+    result: list[int] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _endpoint_port(home: Path) -> int | None:
+    try:
+        return int(json.loads((home / ENDPOINT_FILE).read_text())["port"])
+    except (OSError, ValueError, KeyError):
+        return None
