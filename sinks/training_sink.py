@@ -1,7 +1,7 @@
 """The ML-training sink: anonymized examples as Parquet files partitioned by day.
 
 Layout: ``<root>/day=YYYY-MM-DD/part-<topic>-<partition>-<first>-<last>.parquet`` plus
-``<root>/manifest.json`` (files, rows, offsets, schema). Each file is written to a temp
+``<root>/_manifest.json`` (files, rows, offsets, schema). Each file is written to a temp
 name and renamed, so readers never see half a file. Names come from the batch's offset
 range: a retried batch overwrites its own files. After a restart, files of a partition
 that start at or past the committed offset were written by a run that crashed before its
@@ -71,7 +71,8 @@ class TrainingSink(BatchingSink):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.allowed_regions = allowed_regions
-        self.manifest_path = self.root / "manifest.json"
+        # "_" prefix: dataset readers (pyarrow, pandas) skip it when reading the directory.
+        self.manifest_path = self.root / "_manifest.json"
         self._files: dict[str, dict[str, Any]] = {}
         if self.manifest_path.exists():
             self._files = {f["path"]: f for f in json.loads(
