@@ -109,8 +109,8 @@ class ClickHouseSink(BatchingSink):
                 migrate(client, self.database)
                 set_k_threshold(client, self.database, self.policy.k_threshold)
             except (ClickHouseError, OperationalError) as exc:
-                raise SinkBackpressure(f"ClickHouse unreachable: {_line(exc)}",
-                                       self._retry_after) from exc
+                # No hint from an unreachable server: the runner's backoff decides.
+                raise SinkBackpressure(f"ClickHouse unreachable: {_line(exc)}", 0.0) from exc
             self._client = client
         return self._client
 
