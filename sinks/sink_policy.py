@@ -83,8 +83,8 @@ class RowRetention:
         self._policy = policy
         self._categories = _field_categories(catalog or default_catalog())
         self._cache: dict[tuple[str, frozenset[str]], tuple[str, int]] = {}
-        longest = max(policy.retention.values())
-        self._default = next(c for c, t in policy.retention.items() if t == longest)
+        # Ties resolve by name so the recorded category is deterministic.
+        self._default = max(policy.retention, key=lambda c: (policy.retention[c], c))
 
     def __call__(self, source: str, fields: Iterable[str]) -> tuple[str, int]:
         key = (source, frozenset(fields))
@@ -96,7 +96,7 @@ class RowRetention:
     def _compute(self, source: str, fields: frozenset[str]) -> tuple[str, int]:
         cats = {self._categories.get((source, f)) for f in (*self.BASE_FIELDS, *fields)}
         known = [c for c in cats if c is not None and c in self._policy.retention]
-        category = min(known, key=lambda c: self._policy.retention[c]) if known \
+        category = min(known, key=lambda c: (self._policy.retention[c], c)) if known \
             else self._default
         hours = int(self._policy.retention[category].total_seconds() // 3600)
         return category, hours
