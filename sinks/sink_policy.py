@@ -18,7 +18,7 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
-from streams.schema_catalog import SchemaCatalog, default_catalog
+from streams.schema_catalog import CATEGORIES, SchemaCatalog, default_catalog
 from streams.settings import Settings
 
 _DAY = timedelta(days=1)
@@ -54,8 +54,9 @@ def load_sink_policy(settings: Settings) -> SinkPolicy:
     except ModuleNotFoundError:
         return _BUILTIN
     policy: Any = policy_mod.load_policy(settings.policy_file)
+    # policy.retention also holds raw_events, dead_letters, aggregates, audit periods.
     return SinkPolicy(allowed_regions=frozenset(policy.allowed_regions),
-                      retention=dict(policy.retention),
+                      retention={c: t for c, t in policy.retention.items() if c in CATEGORIES},
                       aggregates_retention=policy.retention.get(
                           "aggregates", _BUILTIN.aggregates_retention),
                       k_threshold=int(policy.k_threshold))
