@@ -27,6 +27,9 @@ bench_app = typer.Typer(help="Benchmarks; each prints one JSON object on its las
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(bench_app, name="bench")
+sink_app = typer.Typer(help="Run a sink process (each its own consumer group).",
+                       no_args_is_help=True)
+app.add_typer(sink_app, name="sink")
 
 
 def _settings() -> Settings:
@@ -164,6 +167,44 @@ def generate_cmd(events: int = typer.Option(None, help="Stop after this many inp
     config = TrafficConfig(seed=seed, subjects=subjects, bad_fraction=bad_fraction)
     typer.echo(json.dumps(generate(_settings(), config, events=events, seconds=seconds,
                                    rate=rate), indent=2))
+
+
+@sink_app.command("clickhouse")
+def sink_clickhouse(query_port: int = typer.Option(
+        None, help="Override PRIVACY_PIPELINE_QUERY_PORT (0: any free port, -1: none).")
+                    ) -> None:
+    """Analytics events and aggregate cells into ClickHouse (embedded chDB or a server)."""
+    from sinks.service import run_clickhouse_sink
+
+    runner = run_clickhouse_sink(_settings(), query_port=query_port)
+    typer.echo(f"clickhouse sink stopped; dead-lettered {runner.dead_lettered}")
+
+
+@sink_app.command("training")
+def sink_training() -> None:
+    """Anonymized ML-training examples into day-partitioned Parquet files."""
+    from sinks.service import run_training_sink
+
+    runner = run_training_sink(_settings())
+    typer.echo(f"training sink stopped; dead-lettered {runner.dead_lettered}")
+
+
+@app.command("query")
+def query_cmd(sql: str = typer.Argument(..., help="One read-only statement (SELECT, WITH, "
+                                                  "SHOW, DESCRIBE, EXPLAIN).")) -> None:
+    """Run analyst SQL on ClickHouse; prints one JSON object per row."""
+    from sinks.query import run_query
+
+    for row in run_query(_settings(), sql):
+        typer.echo(json.dumps(row, default=str))
+
+
+@bench_app.command("sink")
+def bench_sink_cmd() -> None:
+    """ClickHouse sink inserts at 1k, 10k and 100k rows per batch (rows/s)."""
+    from sinks.bench import bench_sink
+
+    bench_sink(_settings(), echo=typer.echo)
 
 
 def main() -> None:

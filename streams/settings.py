@@ -72,6 +72,9 @@ VARIABLES: tuple[Variable, ...] = (
              "Port of /metrics, /healthz and /ready on each process (0: any free port)."),
     Variable("PRIVACY_PIPELINE_API_PORT", "8080",
              "Port of the data-subject request API (0: any free port)."),
+    Variable("PRIVACY_PIPELINE_QUERY_PORT", "8124",
+             "Port (127.0.0.1) of the ClickHouse sink's read-only query endpoint, through "
+             "which `privacy-pipeline query` reaches the embedded engine (0: any free port)."),
     Variable("PRIVACY_PIPELINE_LOG_LEVEL", "INFO", "One of DEBUG, INFO, WARNING, ERROR."),
 )
 _KNOWN = {v.name for v in VARIABLES}
@@ -163,6 +166,7 @@ class Settings:
     replication_factor: int
     metrics_port: int
     api_port: int
+    query_port: int
     log_level: str
 
     @property
@@ -240,6 +244,8 @@ class Settings:
                                get("PRIVACY_PIPELINE_METRICS_PORT", "9464"), any_free=True),
             api_port=_port("PRIVACY_PIPELINE_API_PORT", get("PRIVACY_PIPELINE_API_PORT", "8080"),
                            any_free=True),
+            query_port=_port("PRIVACY_PIPELINE_QUERY_PORT",
+                             get("PRIVACY_PIPELINE_QUERY_PORT", "8124"), any_free=True),
             log_level=level,
         )
 
