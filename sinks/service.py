@@ -31,7 +31,7 @@ _LOG = logging.getLogger(__name__)
 
 def group_id(settings: Settings, sink: str) -> str:
     """Each sink its own consumer group, namespaced like the topics."""
-    return f"{settings.topic_prefix}privacy-pipeline.sink.{sink}"
+    return settings.consumer_group(f"sink.{sink}")
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

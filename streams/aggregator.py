@@ -29,17 +29,16 @@ from streams.policy import Policy
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-GROUP = "privacy-pipeline-aggregator"
 LATENESS_WINDOWS = 1
 IDLE_S = 5.0
 
 
 class Aggregator:
-    def __init__(self, settings: Settings, policy: Policy, *, group: str = GROUP,
+    def __init__(self, settings: Settings, policy: Policy, *, group: str | None = None,
                  codec: Codec | None = None, idle_s: float = IDLE_S) -> None:
         self.catalog = settings.catalog
         self.bootstrap = settings.kafka_bootstrap
-        self.group = group
+        self.group = group or settings.consumer_group("aggregator")
         self.codec = codec or default_codec()
         self.windows = Windows(policy.k_threshold, policy.processing_region)
         self.idle_s = idle_s

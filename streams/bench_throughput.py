@@ -185,7 +185,8 @@ def run(settings: Settings, *, events: int = 200_000, latency_seconds: float = 1
         _say("worker …")
         worker = _worker(env)
         try:
-            first, last = _wait_drained(bootstrap, "privacy-pipeline-worker", ends)
+            group = f"{prefix}privacy-pipeline.worker"
+            first, last = _wait_drained(bootstrap, group, ends)
             rate = messages / max(last - first, 1e-9)
             _say(f"worker: {rate:,.0f} msg/s")
             target = rate / 2
@@ -194,8 +195,7 @@ def run(settings: Settings, *, events: int = 200_000, latency_seconds: float = 1
             produce_stream(bootstrap, catalog, TrafficConfig(seed=2, subjects=10_000),
                            seconds=latency_seconds, rate=target)
             after = _end_offsets(bootstrap, inputs)
-            _wait_drained(bootstrap, "privacy-pipeline-worker",
-                          {tp: n for tp, n in after.items() if n > 0})
+            _wait_drained(bootstrap, group, {tp: n for tp, n in after.items() if n > 0})
             latencies = _latencies(bootstrap, catalog, since)
             rss = _peak_rss_mb(worker.pid)
         finally:

@@ -1,70 +1,155 @@
-"""The main job on the embedded default: infrastructure up, a flow through it, a summary.
+"""The main job on the embedded default: the whole pipeline, fed, queried and summarised.
 
-It starts what it needs (the local broker unless ``KAFKA_BOOTSTRAP_SERVERS`` is set, the
-embedded ClickHouse unless ``CLICKHOUSE_DSN`` names a server) and stops what it started.
+Starts what it needs (the local broker unless ``KAFKA_BOOTSTRAP_SERVERS`` is set; the
+worker, both sinks and the request API as child processes; the embedded ClickHouse
+lives in the ClickHouse sink), generates traffic for a bounded time, waits until every
+stage has caught up, runs a deletion and an access request end to end, and prints what
+happened. Everything it started is stopped on the way out, Ctrl-C included, unless
+``keep_running`` asks to leave it up.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 import time
-import uuid
 from contextlib import ExitStack
 from typing import Any
 
-from sinks.clickhouse_client import connect
+from confluent_kafka import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from sinks.query import run_query
 from streams import kafka_clients, topic_admin
-from streams.errors import BrokerError
+from streams.errors import PipelineError
 from streams.infra import local_kafka
+from streams.processes import Supervisor
 from streams.settings import Settings
-from streams.topics import CATALOG
+from streams.traffic import generate
+from streams.traffic_model import TrafficConfig
 
 log = logging.getLogger(__name__)
+DRAIN_TIMEOUT_S = 180.0
+
+EXAMPLE_QUERIES = {
+    "top plays per title, hour and region (k-anonymous)":
+        "SELECT * FROM privacy_pipeline.plays_per_title_hour_region "
+        "ORDER BY plays DESC LIMIT 5",
+    "distinct pseudonymous viewers per platform and day (k-anonymous)":
+        "SELECT * FROM privacy_pipeline.viewers_per_platform_day ORDER BY viewers DESC LIMIT 5",
+}
 
 
-def smoke_flow(bootstrap: str, dsn: str, records: int = 1_000) -> dict[str, Any]:
-    """Round-trip records through the broker and rows through ClickHouse; count both."""
-    run_id = uuid.uuid4().hex[:8]
-    producer = kafka_clients.producer(bootstrap)
-    for i in range(records):
-        producer.produce(CATALOG.raw_playback.name, key=f"smoke-{i % 50}", value=f"{run_id}:{i}")
-    if producer.flush(30) != 0:
-        raise BrokerError("smoke flow: the broker did not acknowledge every record")
-    consumer = kafka_clients.consumer(bootstrap, f"smoke-{run_id}")
-    consumer.subscribe([CATALOG.raw_playback.name])
-    seen = 0
-    deadline = time.monotonic() + 60
+def _say(message: str) -> None:
+    print(f"[privacy-pipeline] {message}", file=sys.stderr, flush=True)
+
+
+def _lag(bootstrap: str, group: str, topics: list[str]) -> int:
+    """Messages the group has not committed yet on ``topics``."""
+    consumer = kafka_clients.consumer(bootstrap, group)
     try:
-        while seen < records and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, timeout=1.0):
-                if msg.error() is None and (msg.value() or b"").startswith(run_id.encode()):
-                    seen += 1
+        tps = [TopicPartition(t, p) for t in topics
+               for p in consumer.list_topics(t, timeout=10).topics[t].partitions]
+        lag = 0
+        for tp in consumer.committed(tps, timeout=10):
+            high = consumer.get_watermark_offsets(tp, timeout=10)[1]
+            lag += high - max(tp.offset, 0) if tp.offset >= 0 else high
+        return lag
     finally:
         consumer.close()
-    client = connect(dsn)
-    client.command("CREATE TABLE IF NOT EXISTS smoke_runs (run_id String, records UInt32, "
-                   "at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY at")
-    client.insert("smoke_runs", [[run_id, seen]], column_names=["run_id", "records"])
-    stored = client.query("SELECT records FROM smoke_runs WHERE run_id = %(r)s",
-                          parameters={"r": run_id}).result_rows
-    return {"produced": records, "consumed": seen, "clickhouse_rows": stored[0][0]}
 
 
-def run(settings: Settings, *, seconds: float, keep_running: bool) -> dict[str, Any]:
-    """Start the infrastructure, run the flow, and report what happened."""
+def _wait_drained(settings: Settings, supervisor: Supervisor) -> None:
+    cat = settings.catalog
+    stages = {
+        settings.consumer_group("worker"): [t.name for t in cat.raw] + [cat.consent.name],
+        settings.consumer_group("sink.clickhouse"): [cat.analytics.name],
+        settings.consumer_group("sink.training"): [cat.ml_training.name],
+    }
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        supervisor.check()
+        lags = {g: _lag(settings.kafka_bootstrap, g, t) for g, t in stages.items()}
+        if not any(lags.values()):
+            return
+        _say("catching up: " + ", ".join(f"{g.rsplit('.', 1)[-1]} {n:,}"
+                                         for g, n in lags.items() if n))
+        time.sleep(1.0)  # progress poll, bounded by the deadline
+    raise PipelineError(f"the pipeline did not catch up within {DRAIN_TIMEOUT_S:.0f}s")
+
+
+def _counters(text: str) -> dict[str, dict[str, float]]:
+    """Counter totals by name and by their one interesting label."""
+    out: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if not sample.name.endswith("_total"):
+                continue
+            labels = sample.labels
+            label = (labels.get("destination") or labels.get("topic") or labels.get("clause")
+                     or labels.get("error_class") or "")
+            if "reason" in labels:
+                label = f"{labels['clause']} {labels['reason']}"
+            bucket = out.setdefault(sample.name.removeprefix("privacy_pipeline_"), {})
+            bucket[label] = bucket.get(label, 0) + sample.value
+    return out
+
+
+def run(settings: Settings, *, seconds: float, keep_running: bool, rate: float = 2_000.0,
+        subjects: int = 2_000) -> dict[str, Any]:
+    """Run the whole pipeline once and return the summary it prints."""
     with ExitStack() as stack:
         if settings.uses_local_kafka:
             broker = local_kafka(settings)
             started = broker.pid() is None
             t0 = time.monotonic()
             broker.start()
-            log.info("kafka ready at %s in %.1fs", broker.bootstrap, time.monotonic() - t0)
+            _say(f"kafka ready at {broker.bootstrap} in {time.monotonic() - t0:.1f}s")
             if started and not keep_running:
                 stack.callback(broker.stop)
         changes = topic_admin.apply(settings.kafka_bootstrap, settings.replication_factor,
                                     settings.catalog)
-        log.info("topics: %d changes", len(changes))
-        summary = smoke_flow(settings.kafka_bootstrap, settings.clickhouse_dsn)
-        summary["bootstrap"] = settings.kafka_bootstrap
-        summary["seconds"] = seconds
+        _say(f"topics applied ({len(changes)} changes)")
+
+        env = settings.child_env()
+        supervisor = Supervisor(env, settings.home / "logs")
+        if not keep_running:
+            stack.callback(supervisor.stop)
+        base = settings.metrics_port or 9464
+        worker = supervisor.start("worker", "worker", metrics_port=base)
+        supervisor.start("sink-clickhouse", "sink", "clickhouse", metrics_port=base + 1)
+        supervisor.start("sink-training", "sink", "training", metrics_port=base + 2)
+        _say("starting worker and sinks …")
+        supervisor.wait_ready()
+
+        _say(f"generating traffic for {seconds:.0f}s at {rate:,.0f} events/s …")
+        t0 = time.monotonic()
+        traffic = generate(settings, TrafficConfig(seed=7, subjects=subjects),
+                           seconds=seconds, rate=rate)
+        _wait_drained(settings, supervisor)
+        elapsed = time.monotonic() - t0
+        _say(f"{traffic['events']:,} events through the pipeline in {elapsed:.1f}s")
+
+        counters = _counters(worker.scrape())
+        queries = {title: run_query(settings, sql) for title, sql in EXAMPLE_QUERIES.items()}
+        summary = {
+            "events_generated": traffic["events"],
+            "bad_records_generated": sum(traffic["bad"].values()),
+            "events_in": counters.get("events_in_total", {}),
+            "events_out": counters.get("events_out_total", {}),
+            "drops": counters.get("drops_total", {}),
+            "dead_letters": counters.get("dead_letters_total", {}),
+            "throughput_events_per_s": round(traffic["events"] / elapsed, 1),
+            "analytics_rows": run_query(
+                settings, "SELECT count() AS rows, uniqExact(event_id) AS events "
+                          "FROM privacy_pipeline.analytics_events")[0],
+            "analyst_queries": queries,
+            "metrics": {c.name: c.metrics_url for c in supervisor.children},
+            "logs": str(supervisor.log_dir),
+        }
+        if keep_running:
+            _say("left running: " + json.dumps(summary["metrics"]) +
+                 "; query with `privacy-pipeline query \"SQL\"`")
         return summary
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -183,6 +183,15 @@ class Settings:
     def kafka_bootstrap(self) -> str:
         return self.bootstrap_servers or f"localhost:{self.kafka_port}"
 
+    def consumer_group(self, role: str) -> str:
+        """The consumer group of a pipeline role, namespaced like the topics."""
+        return f"{self.topic_prefix}privacy-pipeline.{role}"
+
+    def child_env(self) -> dict[str, str]:
+        """The environment for a child process that must see these same settings."""
+        return dict(os.environ) | {"PRIVACY_PIPELINE_HOME": str(self.home),
+                                   "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap}
+
     def __repr__(self) -> str:
         shown = []
         for f in fields(self):

@@ -41,7 +41,6 @@ from streams.processor import BatchProcessor, BatchResult, Record, SubjectStore,
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-GROUP = "privacy-pipeline-worker"
 MAX_BATCH = 5_000
 BATCH_WAIT_S = 0.05
 LAG_EVERY_S = 5.0
@@ -93,11 +92,11 @@ class Worker:
     """One worker process: a consumer-group member with its own transactional producer."""
 
     def __init__(self, settings: Settings, policy: Policy, *, codec: Codec | None = None,
-                 group: str = GROUP, max_batch: int = MAX_BATCH) -> None:
+                 group: str | None = None, max_batch: int = MAX_BATCH) -> None:
         self.settings = settings
         self.catalog = settings.catalog
         self.bootstrap = settings.kafka_bootstrap
-        self.group = group
+        self.group = group or settings.consumer_group("worker")
         self.max_batch = max_batch
         self.codec = codec or default_codec()
         self.keyring = Keyring(settings.master_key, settings.previous_master_keys)
@@ -366,4 +365,4 @@ def run_worker(settings: Settings, policy: Policy, stop_event: threading.Event |
     log.info("worker stopped (pid %d)", os.getpid())
 
 
-__all__ = ["GROUP", "SubjectHistory", "Worker", "read_to_end", "run_worker"]
+__all__ = ["SubjectHistory", "Worker", "read_to_end", "run_worker"]
