@@ -150,7 +150,12 @@ class Worker:
         md = reader.list_topics(self.catalog.deletion_ledger.name, timeout=10)
         parts = [TopicPartition(self.catalog.deletion_ledger.name, p)
                  for p in md.topics[self.catalog.deletion_ledger.name].partitions]
-        n = read_to_end(self.bootstrap, parts, lambda m: self.ledger.observe(m.key(), m.value()))
+        # Only the latest record per key: a superseded ledger-key record may be wrapped
+        # by a master key this worker no longer holds (after a rotation, before compaction).
+        latest: dict[bytes | None, bytes | None] = {}
+        n = read_to_end(self.bootstrap, parts, lambda m: latest.__setitem__(m.key(), m.value()))
+        for key, value in latest.items():
+            self.ledger.observe(key, value)
         log.info("deletion ledger: %d records, %d erased subjects", n, len(self.ledger.refs))
         # Keep following from the end (what was read above is already folded in).
         ends = [TopicPartition(tp.topic, tp.partition, reader.get_watermark_offsets(tp)[1])
@@ -164,22 +169,29 @@ class Worker:
             self.stores.setdefault(p, SubjectStore(self.keyring))
         vault, changelog = self.catalog.key_vault.name, self.catalog.consent_changelog.name
 
-        def restore(msg: Any) -> None:
-            store = self.stores[msg.partition()]
-            subject = msg.key().decode()
-            if msg.value() is None:
-                store.keys.pop(subject, None)
+        # The latest record per topic and key only: the two topics interleave in any
+        # order (a changelog tombstone must not erase a key written after it), and a
+        # superseded vault entry may be wrapped by a retired master key.
+        latest: dict[tuple[str, int, bytes], bytes | None] = {}
+        n = read_to_end(self.bootstrap, [TopicPartition(t, p) for p in owned
+                                         for t in (vault, changelog)],
+                        lambda m: latest.__setitem__((m.topic(), m.partition(), m.key()),
+                                                     m.value()))
+        for (topic, part, key), value in latest.items():
+            store = self.stores[part]
+            subject = key.decode()
+            if topic == vault:
+                if value is None:
+                    store.keys.pop(subject, None)
+                else:
+                    entry = self.codec.decode(value)[1]
+                    store.keys[subject] = self.keyring.unwrap(subject, entry["wrapped_key"])
+            elif value is None:
                 store.histories.pop(subject, None)
                 store.consent_records.pop(subject, None)
-            elif msg.topic() == vault:
-                entry = self.codec.decode(msg.value())[1]
-                store.keys[subject] = self.keyring.unwrap(subject, entry["wrapped_key"])
             else:
                 store.histories[subject], store.consent_records[subject] = \
-                    restore_history(msg.value())
-
-        n = read_to_end(self.bootstrap, [TopicPartition(t, p) for p in owned
-                                         for t in (vault, changelog)], restore)
+                    restore_history(value)
         for tp in consumer.committed([TopicPartition(self.catalog.consent.name, p)
                                       for p in owned], timeout=30):
             start = tp.offset if tp.offset >= 0 else \
