@@ -218,14 +218,18 @@ class Worker:
         consent = self.catalog.consent.name
         deadline = time.monotonic() + BARRIER_MAX_S
         while time.monotonic() < deadline:
+            # Every consent record consumed counts, also on partitions without events in
+            # this batch (else a later batch waits for records it already has).
+            for m in messages:
+                if m.topic() == consent and m.error() is None:
+                    part = m.partition()
+                    self._consent_read[part] = max(self._consent_read.get(part, 0),
+                                                   m.offset() + 1)
             behind = []
             for part in {m.partition() for m in messages if m.topic() != consent}:
                 tp = TopicPartition(consent, part)
                 high = consumer.get_watermark_offsets(tp, timeout=5)[1]
-                read = max([m.offset() + 1 for m in messages
-                            if m.topic() == consent and m.partition() == part]
-                           + [self._consent_read.get(part, 0)])
-                self._consent_read[part] = read
+                read = self._consent_read.get(part, 0)
                 if read < high:
                     behind.append(tp)
             if not behind:
