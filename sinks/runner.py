@@ -182,6 +182,12 @@ class SinkRunner:
         for tp, off in self._dlq_offsets.items():
             offsets[tp] = max(off, offsets.get(tp, 0))
         self._dlq_offsets.clear()
+        # Everything consumed is flushed now: commit the consumer's position, which steps
+        # over transaction markers, so a caught-up sink shows zero lag.
+        for pos in self.consumer.position([KafkaTP(tp.topic, tp.partition) for tp in offsets]):
+            tp = TopicPartition(pos.topic, pos.partition)
+            if pos.offset > offsets.get(tp, 0):
+                offsets[tp] = pos.offset
         if not offsets:
             return
         if self.producer.flush(30) > 0:

@@ -22,10 +22,13 @@ app = typer.Typer(help="A streaming privacy event pipeline: enforce a privacy po
                   context_settings={"help_option_names": ["-h", "--help"]})
 kafka_app = typer.Typer(help="Run the local single-node Kafka broker.", no_args_is_help=True)
 topics_app = typer.Typer(help="Create and reconcile the catalog's topics.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage the master key that wraps every subject key.",
+                       no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks; each prints one JSON object on its last line.",
                         no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
+app.add_typer(keys_app, name="keys")
 app.add_typer(bench_app, name="bench")
 sink_app = typer.Typer(help="Run a sink process (each its own consumer group).",
                        no_args_is_help=True)
@@ -137,6 +140,19 @@ def bench_policy_cmd(events: int = typer.Option(200_000, help="Events to decide.
     from streams import bench_policy
 
     typer.echo(json.dumps(bench_policy.run(events=events, seed=seed)))
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Re-wrap every subject key under PRIVACY_PIPELINE_MASTER_KEY (pseudonyms unchanged).
+
+    Old entries are unwrapped with PRIVACY_PIPELINE_PREVIOUS_MASTER_KEYS; run it after the
+    workers run with the new key and the old one as previous, then drop the old one.
+    """
+    from streams.key_rotation import rotate
+
+    settings = _settings()
+    typer.echo(f"re-wrapped {rotate(settings, settings.master_key)} keys")
 
 
 @app.command("run")

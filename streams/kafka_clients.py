@@ -7,9 +7,10 @@ stderr, so a broker that is down gives one clear error rather than a flood.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 _LOG = logging.getLogger("librdkafka")
@@ -28,6 +29,19 @@ def producer(bootstrap: str, **extra: Any) -> Producer:
     return Producer(_conf(bootstrap, {"enable.idempotence": True, "linger.ms": 20,
                                       "batch.size": 1_000_000, "compression.type": "lz4",
                                       "queue.buffering.max.messages": 1_000_000, **extra}))
+
+
+def watermarks(client: Consumer, tp: TopicPartition, timeout: float = 30.0) -> tuple[int, int]:
+    """(low, high) of a partition, retrying while its leader is being elected."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = client.get_watermark_offsets(tp, timeout=5)
+            return int(low), int(high)
+        except KafkaException as exc:
+            if not exc.args[0].retriable() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)  # a fresh topic elects its leaders a moment after creation
 
 
 def consumer(bootstrap: str, group: str, **extra: Any) -> Consumer:

@@ -77,7 +77,7 @@ class BatchResult:
     out: Counter[str] = field(default_factory=Counter)  # per destination
     drops: Counter[tuple[str, str]] = field(default_factory=Counter)  # (reason, clause)
     dead_letters: Counter[str] = field(default_factory=Counter)  # per error class
-    deletions: list[str] = field(default_factory=list)  # subjects to delete (C8)
+    deletions: set[str] = field(default_factory=set)  # subjects to delete (C8), once each
     contributions: Contributions | None = None  # aggregate contributions (C20)
     event_times: list[int] = field(default_factory=list)  # of routed events (latency)
 
@@ -197,7 +197,7 @@ class BatchProcessor:
                 self._drop(msg, event, decision.reason, decision.clause, now, result)
             elif isinstance(decision, DeleteSubject):
                 self._drop(msg, event, decision.reason, decision.clause, now, result)
-                result.deletions.append(subject)
+                result.deletions.add(subject)
         return result
 
     def _subject_key(self, subject: str, store: SubjectStore, now: int,

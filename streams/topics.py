@@ -38,9 +38,11 @@ def _raw(name: str, purpose: str) -> Topic:
 
 def _state(name: str, purpose: str) -> Topic:
     return Topic(name, purpose, cleanup_policy="compact", retention_ms=-1, subject_keyed=True,
-                 # Tombstones stay visible one day so every reader sees the deletion.
-                 extra={"delete.retention.ms": str(DAY_MS),
-                        "min.compaction.lag.ms": "0"})
+                 # Tombstones stay visible one day so every reader sees the deletion; a
+                 # segment rolls and is compacted within the hour even on a quiet topic, so
+                 # a shredded key's older wrapped copies are really gone (C15).
+                 extra={"delete.retention.ms": str(DAY_MS), "min.compaction.lag.ms": "0",
+                        "segment.ms": str(HOUR_MS), "max.compaction.lag.ms": str(HOUR_MS)})
 
 
 def _out(name: str, purpose: str, retention_ms: int) -> Topic:

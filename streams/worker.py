@@ -58,7 +58,7 @@ def read_to_end(bootstrap: str, partitions: list[TopicPartition],
     try:
         ends = {}
         for tp in partitions:
-            low, high = reader.get_watermark_offsets(tp, timeout=10)
+            low, high = kafka_clients.watermarks(reader, tp)
             if high > low:
                 ends[(tp.topic, tp.partition)] = high
         if not ends:
@@ -152,10 +152,15 @@ class Worker:
         md = reader.list_topics(self.catalog.deletion_ledger.name, timeout=10)
         parts = [TopicPartition(self.catalog.deletion_ledger.name, p)
                  for p in md.topics[self.catalog.deletion_ledger.name].partitions]
-        n = read_to_end(self.bootstrap, parts, lambda m: self.ledger.observe(m.key(), m.value()))
+        # Only the latest record per key: a superseded ledger-key record may be wrapped
+        # by a master key this worker no longer holds (after a rotation, before compaction).
+        latest: dict[bytes | None, bytes | None] = {}
+        n = read_to_end(self.bootstrap, parts, lambda m: latest.__setitem__(m.key(), m.value()))
+        for key, value in latest.items():
+            self.ledger.observe(key, value)
         log.info("deletion ledger: %d records, %d erased subjects", n, len(self.ledger.refs))
         # Keep following from the end (what was read above is already folded in).
-        ends = [TopicPartition(tp.topic, tp.partition, reader.get_watermark_offsets(tp)[1])
+        ends = [TopicPartition(tp.topic, tp.partition, kafka_clients.watermarks(reader, tp)[1])
                 for tp in parts]
         reader.assign(ends)
 
@@ -166,26 +171,33 @@ class Worker:
             self.stores.setdefault(p, SubjectStore(self.keyring))
         vault, changelog = self.catalog.key_vault.name, self.catalog.consent_changelog.name
 
-        def restore(msg: Any) -> None:
-            store = self.stores[msg.partition()]
-            subject = msg.key().decode()
-            if msg.value() is None:
-                store.keys.pop(subject, None)
+        # The latest record per topic and key only: the two topics interleave in any
+        # order (a changelog tombstone must not erase a key written after it), and a
+        # superseded vault entry may be wrapped by a retired master key.
+        latest: dict[tuple[str, int, bytes], bytes | None] = {}
+        n = read_to_end(self.bootstrap, [TopicPartition(t, p) for p in owned
+                                         for t in (vault, changelog)],
+                        lambda m: latest.__setitem__((m.topic(), m.partition(), m.key()),
+                                                     m.value()))
+        for (topic, part, key), value in latest.items():
+            store = self.stores[part]
+            subject = key.decode()
+            if topic == vault:
+                if value is None:
+                    store.keys.pop(subject, None)
+                else:
+                    entry = self.codec.decode(value)[1]
+                    store.keys[subject] = self.keyring.unwrap(subject, entry["wrapped_key"])
+            elif value is None:
                 store.histories.pop(subject, None)
                 store.consent_records.pop(subject, None)
-            elif msg.topic() == vault:
-                entry = self.codec.decode(msg.value())[1]
-                store.keys[subject] = self.keyring.unwrap(subject, entry["wrapped_key"])
             else:
                 store.histories[subject], store.consent_records[subject] = \
-                    restore_history(msg.value())
-
-        n = read_to_end(self.bootstrap, [TopicPartition(t, p) for p in owned
-                                         for t in (vault, changelog)], restore)
+                    restore_history(value)
         for tp in consumer.committed([TopicPartition(self.catalog.consent.name, p)
                                       for p in owned], timeout=30):
             start = tp.offset if tp.offset >= 0 else \
-                consumer.get_watermark_offsets(tp, timeout=10)[0]
+                kafka_clients.watermarks(consumer, tp)[0]
             self._consent_read[tp.partition] = start
         log.info("assigned partitions %s; restored %d state records in %.2fs", owned, n,
                  time.monotonic() - t0)
@@ -236,8 +248,10 @@ class Worker:
         tp = TopicPartition(self.catalog.consent.name, part)
         high = consumer.get_watermark_offsets(tp, cached=True)[1]
         if high < 0:  # not fetched yet: ask the broker once
-            high = consumer.get_watermark_offsets(tp, timeout=5)[1]
-        return high - self._consent_read.get(part, 0)
+            high = kafka_clients.watermarks(consumer, tp)[1]
+        # The position steps over transaction markers that no message follows.
+        read = max(self._consent_read.get(part, 0), consumer.position([tp])[0].offset)
+        return high - read
 
     def _handle(self, messages: list[Any], consumer: Consumer, producer: Any) -> None:
         t0 = time.monotonic()
@@ -272,9 +286,13 @@ class Worker:
         producer.begin_transaction()
         for rec in result.records:
             self._produce(producer, rec)
+        # Positions, not last offset + 1: they step over transaction markers (consent
+        # written transactionally), so a caught-up worker commits the true end.
+        positions = consumer.position([TopicPartition(t, p) for t, p in offsets])
         producer.send_offsets_to_transaction(
-            [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-            consumer.consumer_group_metadata(), 30)
+            [TopicPartition(tp.topic, tp.partition, max(tp.offset, offsets[(tp.topic,
+                                                                           tp.partition)]))
+             for tp in positions], consumer.consumer_group_metadata(), 30)
         producer.commit_transaction(60)
         self._observe(result, len(messages), time.monotonic() - t0)
         if t0 - self._lag_at > LAG_EVERY_S:

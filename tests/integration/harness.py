@@ -142,3 +142,56 @@ def running_aggregator(settings: Settings, **kwargs: Any) -> Iterator[Any]:
         thread.join(60)
     if failure:
         raise failure[0]
+
+
+def produce_events(settings: Settings, events: Iterable[tuple[str, dict[str, Any]]]) -> int:
+    """Produce (schema, record) input events to their raw topics, keyed by subject id."""
+    codec = default_codec()
+    cat = settings.catalog
+    topic_of = {s.name: cat.by_name(settings.topic_prefix + s.topic).name
+                for s in codec.catalog if s.role == "input"}
+    by_topic: dict[str, list[tuple[str | None, dict[str, Any] | bytes | None]]] = {}
+    for schema, event in events:
+        by_topic.setdefault(topic_of[schema], []).append(
+            (event["subject_id"], codec.encode(schema, event)))
+    return sum(produce(settings, topic, records) for topic, records in by_topic.items())
+
+
+def expected_outcomes(events: Iterable[tuple[str, dict[str, Any]]],
+                      consents: Iterable[dict[str, Any]], policy: Any) -> dict[str, Any]:
+    """event id -> the pure engine's decision, with every consent record of each subject
+    folded in (arrival order does not matter: the history is by event time)."""
+    from streams.consent import SubjectHistory, apply
+    from streams.engine import decide
+
+    histories: dict[str, SubjectHistory] = {}
+    for rec in consents:
+        histories[rec["subject_id"]] = apply(histories.get(rec["subject_id"]), rec)
+    out = {}
+    for schema, event in events:
+        history = histories.get(event["subject_id"])
+        state = history.at(event["event_time"]) if history is not None else None
+        out[event["event_id"]] = decide(schema, event, state, b"k" * 32, policy)
+    return out
+
+
+def wait_for_leaders(settings: Settings, timeout: float = 30.0) -> None:
+    """Until every catalog partition answers a watermark query (fresh topics elect their
+    leaders a moment after creation; a worker started before that exits on the error)."""
+    from confluent_kafka import KafkaException
+
+    consumer = kafka_clients.consumer(settings.kafka_bootstrap, f"leaders-{time.monotonic_ns()}")
+    deadline = time.monotonic() + timeout
+    try:
+        for topic in settings.catalog:
+            for p in range(topic.partitions):
+                while True:
+                    try:
+                        consumer.get_watermark_offsets(TopicPartition(topic.name, p), timeout=5)
+                        break
+                    except KafkaException:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.1)  # leader election in progress
+    finally:
+        consumer.close()

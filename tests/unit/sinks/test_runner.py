@@ -56,6 +56,9 @@ class ScriptedConsumer:
     def get_watermark_offsets(self, tp: KTP, cached: bool) -> tuple[int, int]:
         return (0, 100)
 
+    def position(self, parts: list[KTP]) -> list[KTP]:
+        return [KTP(p.topic, p.partition, -1001) for p in parts]  # as before any consume
+
 
 class Producer:
     def __init__(self) -> None:
