@@ -567,16 +567,6 @@ def test_C19_configuration_data_pseudonymized_and_generalized(run: Run) -> None:
         assert run.anywhere(needle) == [], needle
 
 
-def test_C20_aggregates_suppress_small_cells(run: Run) -> None:
-    """C20: no aggregate cell under the k-threshold (skipped until the worker writes
-    aggregates)."""
-    cells = run.records("aggregates")
-    if not cells:
-        pytest.skip("C20: the worker writes no out.aggregates yet (issue 4, build item 3)")
-    k = load_policy_for(run.settings).k_threshold
-    assert all(c["count"] >= k for c in cells)
-
-
 def test_C21_new_purpose_only_for_subjects_who_consented_to_it(run: Run) -> None:
     """C21: ML training (added in policy 2024-06-28) receives only subjects who consented
     to that version; an older or unknown version: analytics only."""
