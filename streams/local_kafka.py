@@ -179,6 +179,10 @@ class LocalKafka:
         if self.pid() is not None:
             self.wait_ready(timeout)
             return
+        for port in (self.port, self.port + 1):
+            if not _port_free(port):
+                raise BrokerError(f"port {port} is taken by another process (another broker?); "
+                                  "stop it or set PRIVACY_PIPELINE_KAFKA_PORT")
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         props = self._properties()
@@ -233,6 +237,15 @@ class LocalKafka:
             os.killpg(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _alive(pid: int) -> bool:

@@ -125,8 +125,11 @@ def run(settings: Settings, *, seconds: float, keep_running: bool, rate: float =
 
         _say(f"generating traffic for {seconds:.0f}s at {rate:,.0f} events/s …")
         t0 = time.monotonic()
-        traffic = generate(settings, TrafficConfig(seed=7, subjects=subjects),
-                           seconds=seconds, rate=rate)
+        # Event times start now: sink TTLs (C14) would expire rows of a past start at once.
+        start_ms = int(time.time() * 1000)
+        config = TrafficConfig(seed=7, subjects=subjects, start_ms=start_ms,
+                               event_gap_ms=max(1, round(1000 / rate)))
+        traffic = generate(settings, config, seconds=seconds, rate=rate)
         _wait_drained(settings, supervisor)
         elapsed = time.monotonic() - t0
         _say(f"{traffic['events']:,} events through the pipeline in {elapsed:.1f}s")
