@@ -27,8 +27,8 @@ from streams.decisions import Routed
 from streams.errors import SerializationError
 from streams.infra import load_policy_for
 from streams.key_vault import Keyring
+from streams.local_kafka import free_port_pair
 from streams.settings import Settings
-from tests.conftest import free_port_pair
 from tests.factories import make_consent, sample_events
 from tests.integration.harness import (
     expected_outcomes,
