@@ -79,9 +79,9 @@ def _wait_drained(settings: Settings, supervisor: Supervisor) -> None:
     raise PipelineError(f"the pipeline did not catch up within {DRAIN_TIMEOUT_S:.0f}s")
 
 
-def _counters(text: str) -> dict[str, dict[str, float]]:
-    """Counter totals by name and by their one interesting label."""
-    out: dict[str, dict[str, float]] = {}
+def _counters(text: str) -> dict[str, dict[str, int]]:
+    """Counter totals by name and by their one interesting label (counts are whole)."""
+    out: dict[str, dict[str, int]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if not sample.name.endswith("_total"):
@@ -92,7 +92,7 @@ def _counters(text: str) -> dict[str, dict[str, float]]:
             if "reason" in labels:
                 label = f"{labels['clause']} {labels['reason']}"
             bucket = out.setdefault(sample.name.removeprefix("privacy_pipeline_"), {})
-            bucket[label] = bucket.get(label, 0) + sample.value
+            bucket[label] = bucket.get(label, 0) + int(sample.value)
     return out
 
 

@@ -92,56 +92,44 @@ def decoded(messages: Iterable[Any]) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def running_worker(settings: Settings, **kwargs: Any) -> Iterator[Any]:
-    """A worker on its own thread; stopped (and its failure re-raised) on exit."""
+def _on_thread(service: Any, wait_ready: bool) -> Iterator[Any]:
+    """Run ``service.run()`` on a thread; stop it (and re-raise its failure) on exit."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            service.run()
+        except BaseException as exc:  # surfaced to the test below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        if wait_ready:
+            assert service.ready.wait(60), f"{type(service).__name__} not ready: {failure}"
+        yield service
+    finally:
+        service.stop()
+        thread.join(60)
+    if failure:
+        raise failure[0]
+
+
+def running_worker(settings: Settings, **kwargs: Any) -> Any:
+    """A worker on its own thread, ready (partitions assigned, state restored)."""
     from streams.infra import load_policy_for
     from streams.worker import Worker
 
-    worker = Worker(settings, load_policy_for(settings), **kwargs)
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:  # surfaced to the test below
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        assert worker.ready.wait(60), f"worker not ready: {failure}"
-        yield worker
-    finally:
-        worker.stop()
-        thread.join(60)
-    if failure:
-        raise failure[0]
+    return _on_thread(Worker(settings, load_policy_for(settings), **kwargs), wait_ready=True)
 
 
-@contextmanager
-def running_aggregator(settings: Settings, **kwargs: Any) -> Iterator[Any]:
-    """The aggregator on its own thread; stopped (and its failure re-raised) on exit."""
+def running_aggregator(settings: Settings, **kwargs: Any) -> Any:
+    """The aggregator on its own thread."""
     from streams.aggregator import Aggregator
     from streams.infra import load_policy_for
 
-    aggregator = Aggregator(settings, load_policy_for(settings), **kwargs)
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            aggregator.run()
-        except BaseException as exc:  # surfaced to the test below
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield aggregator
-    finally:
-        aggregator.stop()
-        thread.join(60)
-    if failure:
-        raise failure[0]
+    return _on_thread(Aggregator(settings, load_policy_for(settings), **kwargs),
+                      wait_ready=False)
 
 
 def produce_events(settings: Settings, events: Iterable[tuple[str, dict[str, Any]]]) -> int:
