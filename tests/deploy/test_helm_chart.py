@@ -79,6 +79,14 @@ def test_chart_alerts_copy_equals_source() -> None:
         "cp deploy/prometheus/alerts.yaml deploy/helm/privacy-pipeline/files/alerts.yaml")
 
 
+@pytest.mark.unit
+def test_chart_default_policy_is_the_packaged_policy_file() -> None:
+    """The ConfigMap's default policy is the one the pipeline ships (schemas/policy.yaml)."""
+    packaged = DEPLOY.parent / "schemas" / "policy.yaml"
+    assert (CHART / "files" / "policy.yaml").read_bytes() == packaged.read_bytes(), (
+        "cp schemas/policy.yaml deploy/helm/privacy-pipeline/files/policy.yaml")
+
+
 def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Values as Helm merges them: maps deep-merged, everything else replaced."""
     merged = dict(base)
