@@ -159,8 +159,8 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-def run(settings: Settings, *, events: int = 200_000, latency_seconds: float = 15.0
-        ) -> dict[str, Any]:
+def run(settings: Settings, *, events: int = 200_000, latency_seconds: float = 15.0,
+        workers: int = 1) -> dict[str, Any]:
     with bench_kafka(settings) as bootstrap, tempfile.TemporaryDirectory() as home:
         prefix = f"bench-{uuid.uuid4().hex[:6]}."
         catalog = Catalog.with_prefix(prefix)
@@ -182,13 +182,13 @@ def run(settings: Settings, *, events: int = 200_000, latency_seconds: float = 1
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PRIVACY_PIPELINE_TOPIC_PREFIX": prefix,
             "PRIVACY_PIPELINE_HOME": home, "PRIVACY_PIPELINE_METRICS_PORT": "0",
             "PRIVACY_PIPELINE_LOG_LEVEL": "WARNING"}
-        _say("worker …")
-        worker = _worker(env)
+        _say(f"{workers} worker process(es) …")
+        procs = [_worker(env) for _ in range(workers)]
         try:
             group = f"{prefix}privacy-pipeline.worker"
             first, last = _wait_drained(bootstrap, group, ends)
             rate = messages / max(last - first, 1e-9)
-            _say(f"worker: {rate:,.0f} msg/s")
+            _say(f"workers: {rate:,.0f} msg/s")
             target = rate / 2
             _say(f"latency at {target:,.0f} events/s for {latency_seconds:.0f}s …")
             since = _end_offsets(bootstrap, [t.name for t in catalog.raw])
@@ -197,18 +197,21 @@ def run(settings: Settings, *, events: int = 200_000, latency_seconds: float = 1
             after = _end_offsets(bootstrap, inputs)
             _wait_drained(bootstrap, group, {tp: n for tp, n in after.items() if n > 0})
             latencies = _latencies(bootstrap, catalog, since)
-            rss = _peak_rss_mb(worker.pid)
+            rss = max(_peak_rss_mb(p.pid) for p in procs)
         finally:
-            worker.terminate()
-            _, err = worker.communicate(timeout=60)
-        if worker.returncode not in (0, -15):
-            raise RuntimeError(f"worker exited {worker.returncode}: {err.decode()[-500:]}")
+            for proc in procs:
+                proc.terminate()
+            errors = [(p.returncode, p.communicate(timeout=60)[1]) for p in procs]
+        for code, err in errors:
+            if code not in (0, -15):
+                raise RuntimeError(f"worker exited {code}: {err.decode()[-500:]}")
     return {"events": summary["events"], "messages": messages,
             "pipeline_events_per_s": round(rate), "passthrough_events_per_s": round(pt_rate),
             "ratio": round(rate / pt_rate, 3), "p50_ms": _pct(latencies, 0.5),
             "p99_ms": _pct(latencies, 0.99), "latency_samples": len(latencies),
-            "latency_rate_events_per_s": round(target), "rss_mb": round(rss, 1)}
+            "latency_rate_events_per_s": round(target), "rss_mb": round(rss, 1),
+            "worker_processes": workers}
 
 
-def main(settings: Settings, events: int) -> None:
-    print(json.dumps(run(settings, events=events)))
+def main(settings: Settings, events: int, workers: int) -> None:
+    print(json.dumps(run(settings, events=events, workers=workers)))

@@ -126,11 +126,13 @@ def worker_cmd() -> None:
 
 
 @bench_app.command("throughput")
-def bench_throughput(events: int = typer.Option(200_000, help="Events to push through.")) -> None:
+def bench_throughput(events: int = typer.Option(200_000, help="Events to push through."),
+                     workers: int = typer.Option(1, help="Worker processes (one group).")
+                     ) -> None:
     """The worker against a raw confluent-kafka pass-through on the same broker and events."""
     from streams import bench_throughput as bench
 
-    bench.main(_settings(), events)
+    bench.main(_settings(), events, workers)
 
 
 @bench_app.command("policy")
