@@ -100,7 +100,12 @@ class GroupProgress:
             got = self.client.committed(self.parts, timeout=10)
         except KafkaException:
             return False
-        return all(tp.offset >= self.ends[(tp.topic, tp.partition)] for tp in got)
+        return all(max(tp.offset, 0) >= self.ends[(tp.topic, tp.partition)] for tp in got)
+
+    def lagging(self) -> dict[tuple[str, int], tuple[int, int]]:
+        got = self.client.committed(self.parts, timeout=10)
+        return {(tp.topic, tp.partition): (tp.offset, self.ends[(tp.topic, tp.partition)])
+                for tp in got if max(tp.offset, 0) < self.ends[(tp.topic, tp.partition)]}
 
     def close(self) -> None:
         self.client.close()
