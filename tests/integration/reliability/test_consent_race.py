@@ -64,7 +64,7 @@ def test_consent_revoke_race_no_advertising_at_or_after_revoke(
     rng = random.Random(SEED)
     consents, ads = _ad_eligible(settings, rng)
     codec = default_codec()
-    topic_of = {s.name: cat.by_name(settings.topic_prefix + s.topic).name
+    topic_of = {s.name: cat.by_name(settings.topic_prefix + (s.topic or "")).name
                 for s in codec.catalog if s.role == "input"}
     by_subject: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for schema, event in ads:

@@ -56,7 +56,11 @@ def test_sigkill_three_times_every_input_accounted_exactly_once(
         worker.start()
         for point in points:
             target = int(point * total)
-            wait_until(lambda t=target: (progress.committed() or 0) >= t, 300,
+
+            def reached(t: int = target) -> bool:
+                return (progress.committed() or 0) >= t
+
+            wait_until(reached, 300,
                        f"committed offsets past {point:.0%}", worker)
             worker.kill()
             print(f"R1: SIGKILL at {progress.committed()}/{total} committed "

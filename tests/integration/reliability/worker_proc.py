@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import KafkaException, TopicPartition
@@ -111,7 +112,8 @@ class GroupProgress:
         self.client.close()
 
 
-def wait_until(cond, timeout: float, what: str, worker: WorkerProcess | None = None,
+def wait_until(cond: Callable[[], bool], timeout: float, what: str,
+               worker: WorkerProcess | None = None,
                restart_on_exit: bool = False) -> None:
     """Poll ``cond`` until it holds; a worker that exits fails the wait, or is restarted
     (acting as its supervisor) when ``restart_on_exit``."""
