@@ -55,7 +55,8 @@ class Aggregator:
         consumer = kafka_clients.consumer(self.bootstrap, self.group,
                                           **{"isolation.level": "read_committed"})
         producer = kafka_clients.producer(
-            self.bootstrap, **{"transactional.id": f"{self.group}-{uuid.uuid4().hex}"})
+            self.bootstrap, **{"transactional.id": f"{self.group}-{uuid.uuid4().hex}",
+                               "transaction.timeout.ms": 10_000})
         try:
             producer.init_transactions(30)
             consumer.subscribe([self.catalog.aggregate_partials.name],

@@ -127,7 +127,10 @@ class Worker:
                 "fetch.wait.max.ms": 50})
         producer = kafka_clients.producer(
             self.bootstrap, **{"transactional.id": f"{self.group}-{uuid.uuid4().hex}",
-                               "linger.ms": 5, "transaction.timeout.ms": 60_000})
+                               # A crashed worker's open transaction blocks read-committed
+                               # readers until the broker aborts it: keep that short (a
+                               # batch's transaction takes well under a second).
+                               "linger.ms": 5, "transaction.timeout.ms": 10_000})
         ledger_reader = kafka_clients.consumer(self.bootstrap, f"ledger-{uuid.uuid4().hex}",
                                                **{"isolation.level": "read_committed"})
         self._consumer = consumer
