@@ -201,8 +201,8 @@ def run(settings: Settings, *, events: int = 200_000, latency_seconds: float = 1
         finally:
             for proc in procs:
                 proc.terminate()
-            errors = [(p.returncode, p.communicate(timeout=60)[1]) for p in procs]
-        for code, err in errors:
+            errors = [(p.communicate(timeout=60)[1], p.returncode) for p in procs]
+        for err, code in errors:
             if code not in (0, -15):
                 raise RuntimeError(f"worker exited {code}: {err.decode()[-500:]}")
     return {"events": summary["events"], "messages": messages,
