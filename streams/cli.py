@@ -27,6 +27,9 @@ bench_app = typer.Typer(help="Benchmarks; each prints one JSON object on its las
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(bench_app, name="bench")
+sink_app = typer.Typer(help="Run a sink process (each its own consumer group).",
+                       no_args_is_help=True)
+app.add_typer(sink_app, name="sink")
 
 
 def _settings() -> Settings:
@@ -127,6 +130,44 @@ def run_cmd(seconds: float = typer.Option(20.0, help="How long to generate traff
 
     typer.echo(json.dumps(run(_settings(), seconds=seconds, keep_running=keep_running),
                           indent=2))
+
+
+@sink_app.command("clickhouse")
+def sink_clickhouse(query_port: int = typer.Option(
+        8124, help="Port of the read-only query endpoint on 127.0.0.1 (0: any, -1: none).")
+                    ) -> None:
+    """Analytics events and aggregate cells into ClickHouse (embedded chDB or a server)."""
+    from sinks.service import run_clickhouse_sink
+
+    runner = run_clickhouse_sink(_settings(), query_port=query_port)
+    typer.echo(f"clickhouse sink stopped; dead-lettered {runner.dead_lettered}")
+
+
+@sink_app.command("training")
+def sink_training() -> None:
+    """Anonymized ML-training examples into day-partitioned Parquet files."""
+    from sinks.service import run_training_sink
+
+    runner = run_training_sink(_settings())
+    typer.echo(f"training sink stopped; dead-lettered {runner.dead_lettered}")
+
+
+@app.command("query")
+def query_cmd(sql: str = typer.Argument(..., help="One read-only statement (SELECT, WITH, "
+                                                  "SHOW, DESCRIBE, EXPLAIN).")) -> None:
+    """Run analyst SQL on ClickHouse; prints one JSON object per row."""
+    from sinks.query import run_query
+
+    for row in run_query(_settings(), sql):
+        typer.echo(json.dumps(row, default=str))
+
+
+@bench_app.command("sink")
+def bench_sink_cmd() -> None:
+    """ClickHouse sink inserts at 1k, 10k and 100k rows per batch (rows/s)."""
+    from sinks.bench import bench_sink
+
+    bench_sink(_settings(), echo=typer.echo)
 
 
 def main() -> None:

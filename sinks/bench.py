@@ -1,0 +1,95 @@
+"""``privacy-pipeline bench sink``: insert throughput of the ClickHouse sink.
+
+Measures ``ClickHouseSink.write`` (column building + clickhouse-connect column-oriented
+insert with a deduplication token) into the embedded engine at batch sizes 1k, 10k and
+100k. It opens its own chDB directory in a temp dir (never the pipeline's data) unless
+``CLICKHOUSE_DSN`` names a server, where it uses a scratch database and drops it after.
+Prints progress, then one JSON object on its last line.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sinks.base import Batch, TopicPartition
+from sinks.clickhouse_client import connect, is_embedded
+from sinks.clickhouse_sink import ClickHouseSink
+from sinks.sink_policy import load_sink_policy
+from streams.settings import Settings
+
+BATCH_SIZES = (1_000, 10_000, 100_000)
+_PLATFORMS = ("ios", "android", "web", "roku", "tvos", "windows")
+_COUNTRIES = ("US", "CA", "GB", "DE", "BR", "IN")
+
+
+def synthetic_events(n: int, seed: int = 7) -> list[dict[str, Any]]:
+    """AnalyticsEvent records shaped like the worker's playback output."""
+    rng = random.Random(seed)
+    now = int(time.time() * 1000)
+    return [{
+        "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "subject_pseudonym": f"{rng.getrandbits(128):032x}",
+        "source": "PlaybackEvent", "event_type": rng.choice(("play", "pause", "stop")),
+        "event_time": now - rng.randint(0, 86_400_000), "processing_region": "us-east",
+        "policy_version": "2024-06-28",
+        "attributes": {"platform": rng.choice(_PLATFORMS), "country": rng.choice(_COUNTRIES),
+                       "content_id": f"cat-{rng.randint(1, 5000)}",
+                       "content_source": "catalog"},
+        "measures": {"position_ms": float(rng.randint(0, 7_200_000))},
+    } for _ in range(n)]
+
+
+def bench_sink(settings: Settings, *, sizes: Sequence[int] = BATCH_SIZES,
+               rows_per_size: int = 300_000,
+               echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Insert ``rows_per_size`` rows at each batch size; print and return rows/s per size."""
+    scratch = None
+    if is_embedded(settings.clickhouse_dsn):
+        scratch = tempfile.mkdtemp(prefix="bench-sink-")
+        dsn = f"chdb://{scratch}"
+    else:
+        dsn = settings.clickhouse_dsn
+    database = f"bench_{uuid.uuid4().hex[:8]}"
+    policy = load_sink_policy(settings)
+    region = next(iter(sorted(policy.allowed_regions)))
+    client = connect(dsn)
+    sink = ClickHouseSink(client_factory=lambda: client, catalog=settings.catalog,
+                          policy=policy, region=region, database=database)
+    topic = settings.catalog.analytics.name
+    results: dict[str, float] = {}
+    try:
+        pool = synthetic_events(max(sizes))
+        sink.client()  # migrate outside the timing
+        for size in sizes:
+            batches = max(1, rows_per_size // size)
+            written, offset, elapsed = 0, 0, 0.0
+            for i in range(batches):
+                records: list[Mapping[str, Any]] = [dict(r, event_id=str(uuid.uuid4()))
+                                                    for r in pool[:size]]
+                batch = Batch(TopicPartition(topic, i % 4), records,
+                              list(range(offset, offset + size)))
+                offset += size
+                started = time.perf_counter()
+                sink.write(batch)
+                elapsed += time.perf_counter() - started
+                written += size
+            results[str(size)] = round(written / elapsed)
+            echo(f"batch {size:>7,}: {written:>9,} rows in {elapsed:6.2f}s = "
+                 f"{results[str(size)]:>10,} rows/s")
+        count = client.query(f"SELECT count() FROM {database}.analytics_events").result_rows
+        echo(f"rows in table: {count[0][0]:,}")
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {database} SYNC")
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    report = {"rows_per_s": results, "engine": "chdb" if scratch else "server",
+              "rows_per_size": rows_per_size}
+    echo(json.dumps(report))
+    return report

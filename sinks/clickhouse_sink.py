@@ -1,0 +1,200 @@
+"""The ClickHouse sink: cleaned analytics events and aggregate cells, idempotently.
+
+Writes are column-oriented batch inserts through clickhouse-connect (embedded chDB or a
+server, by DSN). Exactly one row per consumed offset, even across crashes:
+
+- a retried batch (backpressure) is the same batch, inserted with the same
+  ``insert_deduplication_token`` (topic/partition/offset range), which ClickHouse
+  deduplicates (``non_replicated_deduplication_window`` on the tables; verified on chDB
+  in ``tests/integration/test_clickhouse_sink.py``);
+- after a restart, batches may be cut differently, so tokens cannot match: every row
+  records its source ``_topic/_partition/_offset``, and the first write of a partition
+  after an assignment skips the offsets the table already holds beyond the committed one
+  (a crash between insert and commit);
+- the table is a ReplacingMergeTree on the event id for duplicates made upstream.
+
+Residency (C12): the sink refuses to start when its region is not allowed by the policy,
+and dead-letters any record processed outside the allowed regions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+from sinks.base import Batch, BatchingSink, TopicPartition
+from sinks.errors import RecordRejected, ResidencyError, SinkBackpressure, SinkWriteError
+from sinks.migrations import migrate, set_k_threshold
+from sinks.sink_policy import RowRetention, SinkPolicy
+from streams import metrics
+from streams.errors import ClickHouseError
+from streams.topics import Catalog
+
+_LOG = logging.getLogger(__name__)
+
+DEFAULT_DATABASE = "privacy_pipeline"
+EVENTS_TABLE = "analytics_events"
+CELLS_TABLE = "aggregate_cells"
+# Server-side conditions that pass: retry the same batch later instead of failing.
+_TRANSIENT = ("TOO_MANY_PARTS", "MEMORY_LIMIT_EXCEEDED", "TIMEOUT_EXCEEDED",
+              "TOO_MANY_SIMULTANEOUS_QUERIES", "NETWORK_ERROR", "SOCKET_TIMEOUT")
+
+EVENT_COLUMNS = ("event_id", "subject_pseudonym", "source", "event_type", "event_time_ms",
+                 "processing_region", "policy_version", "attributes", "measures",
+                 "data_category", "retention_hours", "_topic", "_partition", "_offset")
+CELL_COLUMNS = ("metric", "window_start_ms", "window_ms", "dimensions", "count",
+                "processing_region", "retention_hours", "_topic", "_partition", "_offset")
+
+
+def event_columns(batch: Batch, retention: RowRetention) -> list[list[Any]]:
+    """AnalyticsEvent records as columns of ``analytics_events`` (pure)."""
+    recs = batch.records
+    cats = [retention(r["source"], (*r.get("attributes", {}), *r.get("measures", {})))
+            for r in recs]
+    n = len(recs)
+    return [[r["event_id"] for r in recs], [r.get("subject_pseudonym") for r in recs],
+            [r["source"] for r in recs], [r["event_type"] for r in recs],
+            [r["event_time"] for r in recs], [r["processing_region"] for r in recs],
+            [r["policy_version"] for r in recs], [r.get("attributes") or {} for r in recs],
+            [r.get("measures") or {} for r in recs], [c[0] for c in cats],
+            [c[1] for c in cats], [batch.tp.topic] * n, [batch.tp.partition] * n,
+            list(batch.offsets)]
+
+
+def cell_columns(batch: Batch, retention_hours: int) -> list[list[Any]]:
+    """AggregateCell records as columns of ``aggregate_cells`` (pure)."""
+    recs = batch.records
+    n = len(recs)
+    return [[r["metric"] for r in recs], [r["window_start"] for r in recs],
+            [r["window_ms"] for r in recs], [r.get("dimensions") or {} for r in recs],
+            [r["count"] for r in recs], [r["processing_region"] for r in recs],
+            [retention_hours] * n, [batch.tp.topic] * n, [batch.tp.partition] * n,
+            list(batch.offsets)]
+
+
+class ClickHouseSink(BatchingSink):
+    """Analytics events and aggregate cells into ClickHouse."""
+
+    name = "clickhouse"
+
+    def __init__(self, *, client_factory: Callable[[], Any], catalog: Catalog,
+                 policy: SinkPolicy, region: str, database: str = DEFAULT_DATABASE,
+                 retry_after: float = 1.0) -> None:
+        super().__init__()
+        if not policy.region_allowed(region):
+            raise ResidencyError(f"ClickHouse sink in region {region!r} refused: the policy "
+                                 f"allows only {sorted(policy.allowed_regions)} (C12)")
+        self.database = database
+        self.policy = policy
+        self._factory = client_factory
+        self._client: Any = None
+        self._retry_after = retry_after
+        self._retention = RowRetention(policy)
+        self._cells_retention = int(policy.aggregates_retention.total_seconds() // 3600)
+        self.tables = {catalog.analytics.name: EVENTS_TABLE,
+                       catalog.aggregates.name: CELLS_TABLE}
+        self._recovering: dict[TopicPartition, int] = {}
+        self._present: dict[TopicPartition, set[int]] = {}
+
+    # --- connection ---------------------------------------------------------------------
+    def client(self) -> Any:
+        """The client, connecting and migrating first; unreachable -> SinkBackpressure."""
+        if self._client is None:
+            try:
+                client = self._factory()
+                migrate(client, self.database)
+                set_k_threshold(client, self.database, self.policy.k_threshold)
+            except (ClickHouseError, OperationalError) as exc:
+                raise SinkBackpressure(f"ClickHouse unreachable: {_line(exc)}",
+                                       self._retry_after) from exc
+            self._client = client
+        return self._client
+
+    def _fail(self, exc: Exception) -> SinkBackpressure:
+        metrics.SINK_ERRORS.labels(sink=self.name, error_class=type(exc).__name__).inc()
+        if isinstance(exc, OperationalError) or any(t in str(exc) for t in _TRANSIENT):
+            self._client = None  # reconnect next time
+            return SinkBackpressure(f"ClickHouse write failed: {_line(exc)}", self._retry_after)
+        raise SinkWriteError(f"ClickHouse refused the write: {_line(exc)}") from exc
+
+    # --- BatchingSink -------------------------------------------------------------------
+    def validate(self, record: Mapping[str, Any], tp: TopicPartition) -> None:
+        if tp.topic not in self.tables:
+            raise RecordRejected(f"{tp.topic} is not an input of the ClickHouse sink")
+        region = record.get("processing_region")
+        if not isinstance(region, str) or not self.policy.region_allowed(region):
+            raise RecordRejected(f"processing_region {region!r} is outside the allowed "
+                                 f"regions {sorted(self.policy.allowed_regions)} (C12)")
+
+    def recover(self, tp: TopicPartition, next_offset: int) -> None:
+        self._recovering[tp] = next_offset
+        self._present.pop(tp, None)
+
+    def _already_written(self, tp: TopicPartition, table: str) -> set[int]:
+        start = self._recovering.pop(tp, None)
+        if start is not None:
+            rows = self.client().query(
+                f"SELECT _offset FROM {self.database}.{table} WHERE _topic = {{t:String}} "
+                f"AND _partition = {{p:UInt16}} AND _offset >= {{o:UInt64}}",
+                parameters={"t": tp.topic, "p": tp.partition, "o": start}).result_rows
+            self._present[tp] = {int(r[0]) for r in rows}
+            if rows:
+                _LOG.warning("%s: %s[%d] holds %d rows past the committed offset %d (crash "
+                             "between insert and commit); not writing them again", self.name,
+                             tp.topic, tp.partition, len(rows), start)
+        return self._present.get(tp, set())
+
+    def write(self, batch: Batch) -> None:
+        table = self.tables[batch.tp.topic]
+        started = time.perf_counter()
+        try:
+            client = self.client()
+            present = self._already_written(batch.tp, table)
+            if present:
+                keep = [i for i, off in enumerate(batch.offsets) if off not in present]
+                batch = Batch(batch.tp, [batch.records[i] for i in keep],
+                              [batch.offsets[i] for i in keep])
+                if not batch.records:
+                    return
+            if table == EVENTS_TABLE:
+                columns, names = event_columns(batch, self._retention), list(EVENT_COLUMNS)
+            else:
+                columns, names = cell_columns(batch, self._cells_retention), list(CELL_COLUMNS)
+            client.insert(f"{self.database}.{table}", columns, column_names=names,
+                          column_oriented=True,
+                          settings={"insert_deduplication_token": batch.token})
+        except (OperationalError, DatabaseError) as exc:
+            raise self._fail(exc) from exc
+        metrics.SINK_INSERT_SECONDS.labels(sink=self.name).observe(
+            time.perf_counter() - started)
+        metrics.SINK_ROWS.labels(sink=self.name, table=table).inc(len(batch))
+
+    # --- deletion -----------------------------------------------------------------------
+    def purge(self, subject_pseudonym: str) -> int:
+        """Delete every row of ``subject_pseudonym``; returns the rows removed.
+
+        ``ALTER TABLE ... DELETE`` with ``mutations_sync=2`` rewrites the parts before it
+        returns, so the data is physically gone, not only hidden.
+        """
+        return purge(self.client(), self.database, subject_pseudonym)
+
+
+def purge(client: Any, database: str, subject_pseudonym: str) -> int:
+    """Physically delete the rows of one pseudonym from ``analytics_events``."""
+    table = f"{database}.{EVENTS_TABLE}"
+    params = {"p": subject_pseudonym}
+    n = int(client.query(f"SELECT count() FROM {table} WHERE subject_pseudonym = {{p:String}}",
+                         parameters=params).result_rows[0][0])
+    if n:
+        client.command(f"ALTER TABLE {table} DELETE WHERE subject_pseudonym = {{p:String}}",
+                       parameters=params, settings={"mutations_sync": 2})
+    return n
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
