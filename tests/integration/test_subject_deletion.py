@@ -43,6 +43,7 @@ from tests.integration.harness import (
 
 HEAVY = os.environ.get("PRIVACY_PIPELINE_HEAVY_TESTS", "") == "1"
 SUBJECTS, DELETED, EVENTS = (10_000, 1_000, 50_000) if HEAVY else (1_000, 100, 6_000)
+_LAST: dict[str, Any] = {}
 COMPACT_FAST = {"segment.ms": "1000", "min.cleanable.dirty.ratio": "0.01",
                 "delete.retention.ms": "1000", "min.compaction.lag.ms": "0"}
 
@@ -50,8 +51,10 @@ COMPACT_FAST = {"segment.ms": "1000", "min.cleanable.dirty.ratio": "0.01",
 def wait_until(check: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while not (result := check()):
+        if _LAST.get("failure"):
+            raise AssertionError(f"a component failed: {_LAST['failure']!r}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s: {what}")
+            raise AssertionError(f"timed out after {timeout}s: {what} ({_LAST})")
         time.sleep(0.2)  # polling for an outcome with a deadline
     return result
 
@@ -88,8 +91,10 @@ def test_delete_subjects_while_traffic_flows_c15_c8(kafka_bootstrap: str, unique
                                                      tmp_path: Path,
                                                      clickhouse_dsn: str) -> None:
     settings = pipeline_settings(kafka_bootstrap, tmp_path, f"del-{unique}.",
-                                 CLICKHOUSE_DSN=clickhouse_dsn)
+                                 CLICKHOUSE_DSN=clickhouse_dsn,
+                                 PRIVACY_PIPELINE_REGION="us-east")
     cat = settings.catalog
+    _LAST.clear()
     compacted = [t.name for t in cat.subject_keyed_compacted()] + [cat.deletion_ledger.name]
     compact_fast(settings, compacted)
     db = f"del_{unique}"
@@ -112,12 +117,24 @@ def test_delete_subjects_while_traffic_flows_c15_c8(kafka_bootstrap: str, unique
     codec = default_codec()
 
     sink_stop = threading.Event()
-    sink = threading.Thread(target=run_clickhouse_sink, args=(settings, sink_stop),
+    def run_sink(*args: Any, **kwargs: Any) -> None:
+        try:
+            run_clickhouse_sink(*args, **kwargs)
+        except BaseException as exc:  # surfaced by wait_until
+            _LAST["failure"] = exc
+
+    def run_service() -> None:
+        try:
+            service.run()
+        except BaseException as exc:  # surfaced by wait_until
+            _LAST["failure"] = exc
+
+    sink = threading.Thread(target=run_sink, args=(settings, sink_stop),
                             kwargs={"database": db, "query_port": 0, "metrics_port": -1,
                                     "flush_seconds": 0.5}, daemon=True)
     sink.start()
     service = RequestService(settings, policy, sink_database=db)
-    service_thread = threading.Thread(target=service.run, daemon=True)
+    service_thread = threading.Thread(target=run_service, daemon=True)
     try:
         with running_worker(settings):
             # Everything of the first wave is in the sink before the deletions start.
@@ -131,7 +148,8 @@ def test_delete_subjects_while_traffic_flows_c15_c8(kafka_bootstrap: str, unique
             service_thread.start()
             assert service.ready.wait(60)
             # Deletions while a second wave of traffic flows (later event times).
-            second = [(n, {**e, "event_time": e["event_time"] + shift + 86_400_000,
+            later = boundary - min(e["event_time"] for _, e in first)  # all after the boundary
+            second = [(n, {**e, "event_time": e["event_time"] + shift + later,
                            "event_id": str(uuid.uuid4())})
                       for n, e in sample_events(EVENTS, seed=22, subjects=SUBJECTS)]
             waves = by_topic(settings, second)
@@ -159,12 +177,14 @@ def test_delete_subjects_while_traffic_flows_c15_c8(kafka_bootstrap: str, unique
             victims_set = {s.encode() for s in victims}
 
             def compacted_clean() -> bool:
+                fillers = [f"filler-{i}" for i in range(20)]
                 produce(settings, cat.consent.name,
-                        [(f"filler-{i}", b"x") for i in range(20)])
-                produce(settings, cat.consent_changelog.name,
-                        [(f"filler-{i}", b"[]") for i in range(20)])
-                produce(settings, cat.key_vault.name,
-                        [(f"filler-{i}", b"x") for i in range(20)])
+                        [(f, make_consent(f, rng)) for f in fillers], schema="ConsentRecord")
+                produce(settings, cat.consent_changelog.name, [(f, b"[]") for f in fillers])
+                produce(settings, cat.key_vault.name, [(f, {
+                    "subject_id": f, "wrapped_key": keyring.wrap(f, b"f" * 32),
+                    "key_version": 1, "created_at": 0, "processing_region": "us-east"})
+                    for f in fillers], schema="KeyVaultEntry")
                 for topic in compacted[:3]:
                     msgs = read_topic(kafka_bootstrap, topic)
                     if any(m.key() in victims_set and m.value() is not None for m in msgs):
@@ -235,6 +255,7 @@ def _settled(settings: Any, db: str, boundary: int) -> Counter[str] | None:
     except Exception:  # tables not migrated yet
         return None
     if not written or int(rows[0]["n"]) != written:
+        _LAST["settled"] = (written, int(rows[0]["n"]))
         return None
     return sink_counts(settings, db, boundary)
 
