@@ -227,8 +227,6 @@ def observe(statuses: dict[str, RequestStatus], audit: Mapping[str, Any]) -> Req
     if step != "receipt" and detail:
         entry["detail"] = parsed if parsed is not None else detail
     st.steps.append(entry)
-    if step == "intake" and status == "started":
-        st.submitted_at = audit["occurred_at"]
     if step == "receipt" and isinstance(parsed, dict):
         st.receipt = parsed
     if status == "rejected":
