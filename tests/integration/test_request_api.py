@@ -17,8 +17,13 @@ from streams.request_api import ApiServer
 from streams.request_service import RequestService
 from streams.subject_requests import C8_AGENT
 from tests.factories import make_consent, make_record
-from tests.integration.harness import decoded, pipeline_settings, produce, read_topic, \
-    running_worker
+from tests.integration.harness import (
+    decoded,
+    pipeline_settings,
+    produce,
+    read_topic,
+    running_worker,
+)
 
 
 def call(port: int, path: str, body: Any = None, raw: bytes | None = None

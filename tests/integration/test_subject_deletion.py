@@ -30,8 +30,8 @@ from streams.codec import default_codec
 from streams.infra import load_policy_for
 from streams.key_vault import Keyring
 from streams.pseudonym import subject_pseudonym
-from streams.traffic_model import BASE_TIME_MS
 from streams.request_service import RequestService
+from streams.traffic_model import BASE_TIME_MS
 from tests.factories import make_consent, sample_events
 from tests.integration.harness import (
     decoded,
@@ -112,7 +112,6 @@ def test_delete_subjects_while_traffic_flows_c15_c8(kafka_bootstrap: str, unique
     victims = rng.sample(subjects, DELETED)
     survivors = sorted(set(subjects) - set(victims))
     policy = load_policy_for(settings)
-    analytics_domain = policy.destinations["analytics"].pseudonym_domain
     keyring = Keyring(settings.master_key)
     codec = default_codec()
 
