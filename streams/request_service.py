@@ -31,7 +31,10 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import pairwise
 from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
@@ -58,6 +61,13 @@ log = logging.getLogger(__name__)
 BARRIER_TIMEOUT_S = 30.0
 PURGE_TIMEOUT_S = 60.0
 MAX_BATCH = 500
+MAX_IN_FLIGHT = 3  # deletion batches carried out at once
+
+
+def _done_future() -> Future[None]:
+    future: Future[None] = Future()
+    future.set_result(None)
+    return future
 
 
 def now_ms() -> int:
@@ -85,6 +95,7 @@ class RequestService:
         self.purge_timeout = purge_timeout
         self.ready = threading.Event()
         self._stop = threading.Event()
+        self._ledger_key_lock = threading.Lock()
         self.exports: dict[str, dict[str, Any]] = {}  # request id -> access export (memory)
         self._linkable = {name: d.pseudonym_domain for name, d in policy.destinations.items()
                           if d.linkable and d.pseudonym_domain}
@@ -115,16 +126,25 @@ class RequestService:
         self._stop.set()
 
     def run(self) -> None:
-        """Consume and carry out requests until ``stop()``."""
+        """Consume and carry out requests until ``stop()``.
+
+        Deletion batches run concurrently (``MAX_IN_FLIGHT``), so requests arriving while a
+        batch waits for the worker and the sink do not wait behind it; offsets are committed
+        only up to the oldest batch not yet finished (a crash re-runs unfinished requests).
+        """
         consumer = kafka_clients.consumer(
             self.settings.kafka_bootstrap, f"{self.settings.topic_prefix}privacy-pipeline.requests",
             **{"isolation.level": "read_committed", "fetch.wait.max.ms": 20})
+        pool = ThreadPoolExecutor(MAX_IN_FLIGHT, thread_name_prefix="deletion")
+        pending: deque[tuple[Future[None], list[TopicPartition]]] = deque()
+        waiting: list[dict[str, Any]] = []  # verified deletions not yet dispatched
+        ends: dict[tuple[str, int], int] = {}  # their offsets (and of requests done)
         try:
             self.directory.load()
+            self.directory.follow()
             consumer.subscribe([self.catalog.requests.name])
             self.ready.set()
             while not self._stop.is_set():
-                self.directory.poll(0)
                 messages = consumer.consume(MAX_BATCH, timeout=0.05)
                 good = [m for m in messages if m.error() is None]
                 for m in messages:
@@ -133,15 +153,44 @@ class RequestService:
                             and not err.retriable():
                         raise BrokerError(f"request service: {err.str()}")
                 if good:
-                    self.directory.poll(0.05)  # the state as of these requests
-                    self.handle([m.value() for m in good])
-                    consumer.commit(asynchronous=False)
+                    self.directory.caught_up(self.catalog.consent.name, 5.0)
+                    waiting += self.handle([m.value() for m in good])
+                    for m in good:
+                        ends[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
+                # Requests gather while every slot is busy, then go as one batch: the fixed
+                # cost of a batch (worker barrier, sink catch-up) is paid once for all.
+                if ends and (not waiting or sum(not f.done() for f, _ in pending)
+                             < MAX_IN_FLIGHT):
+                    offsets = [TopicPartition(t, p, o) for (t, p), o in ends.items()]
+                    done: Future[None] = pool.submit(self.delete, waiting) if waiting \
+                        else _done_future()
+                    pending.append((done, offsets))
+                    waiting, ends = [], {}
+                while pending and pending[0][0].done():
+                    future, offsets = pending.popleft()
+                    future.result()  # a failed deletion stops the service loudly
+                    consumer.commit(offsets=offsets, asynchronous=False)
+                self._tombstone_late()
                 self._gauge_open()
         finally:
             self.ready.clear()
+            pool.shutdown(wait=True, cancel_futures=True)
             consumer.close()
             self.directory.close()
             self.producer.flush(10)
+
+    def _tombstone_late(self) -> None:
+        """Consent written for a subject after its deletion is tombstoned too."""
+        with self.directory.lock:
+            late, self.directory.late = self.directory.late, set()
+        if not late:
+            return
+        for subject in late:
+            for topic in self.catalog.subject_keyed_compacted():
+                self.producer.produce(topic.name, key=subject.encode(), value=None)
+        self.audit(None, "delete", "late_tombstones", "done",
+                   {"subjects": len(late), "reason": "consent written after deletion"})
+        self.flush()
 
     def _gauge_open(self) -> None:
         oldest: dict[str, int] = {}
@@ -157,7 +206,8 @@ class RequestService:
 
     # -- one batch ---------------------------------------------------------------------
 
-    def handle(self, values: Iterable[bytes | None]) -> None:
+    def handle(self, values: Iterable[bytes | None]) -> list[dict[str, Any]]:
+        """Verify a batch and carry out all but deletions, which are returned."""
         deletes: list[dict[str, Any]] = []
         for value in values:
             try:
@@ -195,8 +245,7 @@ class RequestService:
             else:
                 self._change_consent(request)
         self.flush()
-        if deletes:
-            self.delete(deletes)
+        return deletes
 
     def _complete(self, request: dict[str, Any], detail: Any = "") -> None:
         self.audit(request["request_id"], request["type"], "complete", "done", detail)
@@ -267,7 +316,7 @@ class RequestService:
             pseudos[r["request_id"]] = self.pseudonyms(r["subject_id"], key) if key else {}
         # (1) ledger
         ledger = self.directory.ledger
-        with self.directory.lock:
+        with self.directory.lock, self._ledger_key_lock:
             if ledger.key is None:
                 k, v = ledger.new_key_record()
                 self.producer.produce(cat.deletion_ledger.name, key=k, value=v)
@@ -294,10 +343,13 @@ class RequestService:
         self.flush()
         for r in requests:
             self.audit(r["request_id"], "delete", "tombstones", "done", {"topics": stateful})
+        marks = {"tombstones": time.monotonic()}
         barrier = self._worker_barrier({r["subject_id"] for r in requests})
+        marks["worker_barrier"] = time.monotonic()
         # (3) sink purge
         if self.purge_sinks:
             self._purge(requests, pseudos, barrier)
+        marks["sink_purge"] = time.monotonic()
         # (4) key shredding
         for r in requests:
             self.producer.produce(cat.key_vault.name, key=r["subject_id"].encode(), value=None)
@@ -310,6 +362,7 @@ class RequestService:
             self.audit(r["request_id"], "delete", "key_shred", "done",
                        {"topic": cat.key_vault.name})
         self.flush()
+        marks["key_shred"] = time.monotonic()
         # (5) verify and receipt
         receipts = erasure.verify(self.settings, {r["subject_id"]: pseudos[r["request_id"]]
                                                   for r in requests},
@@ -328,7 +381,11 @@ class RequestService:
             else:
                 metrics.REQUESTS.labels(type="delete", status="failed").inc()
         self.flush()
-        log.info("deleted %d subjects in %.2fs", len(requests), (now_ms() - started) / 1000)
+        marks["verify"] = time.monotonic()
+        names = list(marks)
+        log.info("deleted %d subjects in %.2fs (%s)", len(requests),
+                 (now_ms() - started) / 1000,
+                 ", ".join(f"{b}: {marks[b] - marks[a]:.2f}s" for a, b in pairwise(names)))
 
     def _worker_barrier(self, subjects: set[str]) -> str:
         """Wait until the worker group committed past our consent tombstones."""

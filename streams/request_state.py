@@ -45,6 +45,12 @@ class Directory:
         self.request_subject: dict[str, str] = {}  # request id -> subject id
         self.subject_requests: dict[str, list[str]] = defaultdict(list)
         self.changed = threading.Condition(self.lock)
+        self.positions: dict[tuple[str, int], int] = {}  # next offset read, per partition
+        self.late: set[str] = set()  # erased subjects that got a new consent value
+        # Watermark queries on their own client: the follower thread blocks in consume().
+        self._meta = kafka_clients.consumer(bootstrap, f"requests-meta-{uuid.uuid4().hex}")
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
         self._topics = [catalog.consent.name, catalog.key_vault.name,
                         catalog.deletion_ledger.name, catalog.requests.name, catalog.audit.name]
         self._consumer = kafka_clients.consumer(
@@ -74,8 +80,25 @@ class Directory:
             raise BrokerError(f"request state: did not reach the end of {sorted(pending)}")
 
     def poll(self, timeout: float = 0.1) -> int:
-        """Fold in whatever arrived; returns the number of records."""
+        """Fold in whatever arrived; returns the number of records (not while following)."""
         return len(self._poll(timeout))
+
+    def follow(self) -> None:
+        """After ``load()``: keep reading on a background thread until ``close()``."""
+        def run() -> None:
+            while not self._stop.is_set():
+                self._poll(0.1)
+
+        self._follower = threading.Thread(target=run, name="request-state", daemon=True)
+        self._follower.start()
+
+    def caught_up(self, topic: str, timeout: float = 10.0) -> bool:
+        """Wait until what ``topic`` holds now has been read."""
+        md = self._meta.list_topics(topic, timeout=10)
+        highs = {p: self._meta.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                 for p in md.topics[topic].partitions}
+        return self.wait_for(lambda: all(self.positions.get((topic, p), 0) >= h
+                                          for p, h in highs.items() if h > 0), timeout)
 
     def _poll(self, timeout: float) -> list[Any]:
         got = []
@@ -95,6 +118,7 @@ class Directory:
 
     def _apply(self, msg: Any) -> None:
         topic, key, value = msg.topic(), msg.key(), msg.value()
+        self.positions[(topic, msg.partition())] = msg.offset() + 1
         cat = self.catalog
         if topic == cat.deletion_ledger.name:
             self.ledger.observe(key, value)
@@ -104,6 +128,9 @@ class Directory:
             if topic == cat.consent.name:
                 if value is None:
                     self.consents.pop(subject, None)
+                    self.late.discard(subject)
+                elif self.ledger.is_erased(subject):
+                    self.late.add(subject)  # written after the deletion: tombstone it too
                 else:
                     self.consents.setdefault(subject, []).append(self.codec.decode(value)[1])
             elif topic == cat.key_vault.name:
@@ -139,15 +166,26 @@ class Directory:
         return self.keyring.unwrap(subject, wrapped) if wrapped is not None else None
 
     def wait_for(self, predicate: Any, timeout: float) -> bool:
-        """Poll until ``predicate()`` holds (under the lock) or ``timeout`` passes."""
+        """Wait until ``predicate()`` holds (checked under the lock) or ``timeout`` passes."""
         deadline = time.monotonic() + timeout
-        while True:
-            with self.lock:
-                if predicate():
-                    return True
-            if time.monotonic() >= deadline:
-                return False
-            self.poll(0.05)
+        with self.lock:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                if self._follower is None:
+                    self.lock.release()
+                    try:
+                        self._poll(min(left, 0.05))
+                    finally:
+                        self.lock.acquire()
+                else:
+                    self.changed.wait(min(left, 0.5))
+            return True
 
     def close(self) -> None:
+        self._stop.set()
+        if self._follower is not None:
+            self._follower.join(10)
         self._consumer.close()
+        self._meta.close()
