@@ -80,6 +80,14 @@ def run_clickhouse_sink(settings: Settings, stop_event: threading.Event | None =
     schemas = {catalog.analytics.name: "AnalyticsEvent",
                catalog.aggregates.name: "AggregateCell"}
     with ExitStack() as stack:
+        # Hook (issue 5): deletions' purge commands, carried out by the engine's owner.
+        from sinks.purge import start_purge_consumer
+
+        purge, purge_thread = start_purge_consumer(
+            settings, sink.client, database=database,
+            sink_group=group_id(settings, sink.name))
+        stack.callback(purge_thread.join, 30)
+        stack.callback(purge.stop_event.set)
         qport = settings.query_port if query_port is None else query_port
         if qport >= 0:
             server = QueryServer(sink.client, qport)

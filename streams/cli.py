@@ -224,6 +224,167 @@ def bench_sink_cmd() -> None:
 
     bench_sink(_settings(), echo=typer.echo)
 
+# --- data-subject requests (issue 5) ------------------------------------------------------
+request_app = typer.Typer(help="File and follow data-subject requests through the API.",
+                          no_args_is_help=True)
+app.add_typer(request_app, name="request")
+
+
+def _api_url(api: str | None) -> str:
+    return (api or f"http://127.0.0.1:{_settings().api_port}").rstrip("/")
+
+
+def _call(url: str, body: dict[str, object] | None = None) -> tuple[int, dict[str, object]]:
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method="POST" if body is not None else "GET",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+    except urllib.error.URLError as exc:
+        raise PipelineError(f"the request API at {url} did not answer ({exc.reason}); "
+                            "is `privacy-pipeline api` running?") from None
+
+
+def _submit(kind: str, subject: str, email: str, agent: str | None, api: str | None,
+            wait: float, correction: dict[str, str] | None = None) -> None:
+    import time
+
+    base = _api_url(api)
+    code, body = _call(f"{base}/privacy/requests", {
+        "type": kind, "subject_id": subject, "requester_email": email, "agent_id": agent,
+        **({"correction": correction} if correction else {})})
+    if code != 202:
+        typer.echo(json.dumps(body, indent=2))
+        raise typer.Exit(1)
+    rid = str(body["request_id"])
+    deadline = time.monotonic() + wait
+    while wait > 0:
+        code, body = _call(f"{base}/privacy/requests/{rid}")
+        if (code == 200 and body.get("status") != "open") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # polling the request's status until it completes or the wait ends
+    if kind == "access" and body.get("status") == "done":
+        code, export = _call(f"{base}/privacy/requests/{rid}/export")
+        body = {**body, "export": export}
+    typer.echo(json.dumps(body, indent=2, default=str))
+    if body.get("status") in ("rejected", "failed"):
+        raise typer.Exit(1)
+
+
+_EMAIL = typer.Option(..., "--email",
+                      help="The requester's e-mail (the account's, or the agent's).")
+_SET = typer.Option(..., "--set",
+                    help="FIELD=VALUE, repeatable (email, jurisdiction, birth_year, ...)")
+_AGENT = typer.Option(None, "--agent", help="Authorized agent filing for the account.")
+_API = typer.Option(None, "--api", help="Request API base URL (default: this host's API port).")
+_WAIT = typer.Option(60.0, "--wait", help="Seconds to wait for completion (0: do not wait).")
+
+
+@request_app.command("delete")
+def request_delete(subject: str, email: str = _EMAIL, agent: str | None = _AGENT,
+                   api: str | None = _API, wait: float = _WAIT) -> None:
+    """Delete everything held about SUBJECT (C15); prints the status and erasure receipt."""
+    _submit("delete", subject, email, agent, api, wait)
+
+
+@request_app.command("access")
+def request_access(subject: str, email: str = _EMAIL, agent: str | None = _AGENT,
+                   api: str | None = _API, wait: float = _WAIT) -> None:
+    """Export everything held about SUBJECT as JSON, grouped by C13 category."""
+    _submit("access", subject, email, agent, api, wait)
+
+
+@request_app.command("correct")
+def request_correct(subject: str, field: list[str] = _SET, email: str = _EMAIL,
+                    agent: str | None = _AGENT, api: str | None = _API,
+                    wait: float = _WAIT) -> None:
+    """Correct SUBJECT's profile or consent values (a new consent record, effective now)."""
+    pairs = dict(f.split("=", 1) for f in field if "=" in f)
+    if len(pairs) != len(field):
+        raise PipelineError("--set takes FIELD=VALUE")
+    _submit("correct", subject, email, agent, api, wait, pairs)
+
+
+@request_app.command("opt-out")
+def request_opt_out(subject: str, email: str = _EMAIL, agent: str | None = _AGENT,
+                    api: str | None = _API, wait: float = _WAIT) -> None:
+    """Opt SUBJECT out of targeted advertising (sale/share, C1/C15)."""
+    _submit("opt_out", subject, email, agent, api, wait)
+
+
+@request_app.command("status")
+def request_status(request_id: str, api: str | None = _API) -> None:
+    """Print a request's status, steps with timestamps and receipt."""
+    code, body = _call(f"{_api_url(api)}/privacy/requests/{request_id}")
+    typer.echo(json.dumps(body, indent=2))
+    if code != 200:
+        raise typer.Exit(1)
+
+
+@app.command("api")
+def api_cmd() -> None:
+    """Serve the data-subject request API and carry out requests (with /metrics)."""
+    import signal
+    import threading
+
+    from streams import metrics
+    from streams.infra import load_policy_for
+    from streams.request_api import ApiServer
+    from streams.request_service import RequestService
+
+    settings = _settings()
+    service = RequestService(settings, load_policy_for(settings))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with metrics.serve_metrics(settings.metrics_port, ready=service.ready.is_set):
+        server = ApiServer(service, settings.api_port)
+        typer.echo(f"request API on port {server.port}")
+        while not stop.wait(1.0) and server.failure is None:
+            pass
+        server.close()
+
+
+@app.command("verify-erasure")
+def verify_erasure_cmd(subject: str, strict: bool = typer.Option(
+        False, help="Also fail on records retained until their topic's retention expires."),
+        database: str = typer.Option("privacy_pipeline", help="The ClickHouse sink database.")
+        ) -> None:
+    """Re-read every topic and sink table; print an erasure receipt; exit 1 if linkable."""
+    from streams import erasure
+    from streams.infra import load_policy_for
+    from streams.request_service import RequestService
+
+    settings = _settings()
+    service = RequestService(settings, load_policy_for(settings))
+    service.directory.load()
+    key = service.directory.subject_key(subject)
+    pseudos = service.pseudonyms(subject, key) if key is not None else {}
+    receipt = erasure.verify(settings, {subject: pseudos}, database=database,
+                             key_shredded=key is None)[subject]
+    ok = erasure.passed(receipt, strict)
+    service.audit(None, "verify_erasure", "receipt", "done" if ok else "failed", receipt,
+                  actor="cli")
+    service.flush()
+    service.directory.close()
+    typer.echo(json.dumps({"subject_id": subject, "passed": ok, **receipt}, indent=2))
+    if not ok:
+        raise typer.Exit(1)
+
+
+@bench_app.command("deletion")
+def bench_deletion_cmd(requests: int = typer.Option(100, help="Deletion requests.")) -> None:
+    """Request-to-receipt latency of deletions under load (p50_s, p99_s)."""
+    from bench.deletion import bench_deletion
+
+    typer.echo(json.dumps(bench_deletion(_settings(), requests=requests)))
+
 
 def main() -> None:
     """Console-script entry point."""

@@ -189,7 +189,7 @@ class LocalKafka:
         if not (self.home / "data" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             fmt = subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
+                self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                            "-c", str(props)), capture_output=True, text=True, check=False)
             if fmt.returncode != 0:
                 raise BrokerError(f"formatting the KRaft storage failed: "

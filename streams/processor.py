@@ -115,6 +115,9 @@ class BatchProcessor:
                 self.forget(key, store, result)
                 result.outcomes["applied"] += 1
                 continue
+            if self._ledger.is_erased(key):  # a replay must not rebuild an erased subject
+                result.outcomes["applied"] += 1
+                continue
             try:
                 schema, record = self._codec.decode(value)
                 if schema != "ConsentRecord" or record.get("subject_id") != key:

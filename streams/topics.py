@@ -92,6 +92,11 @@ class Catalog:
                                "undecodable or invalid input, original bytes", 14 * DAY_MS)
     drops: Topic = _out("privacy.drops",
                         "one record per dropped event: event id, reason, clause", 14 * DAY_MS)
+    # Sink purge commands of deletions: pseudonyms per destination, never a subject id.
+    # Short retention: a command is carried out (and acknowledged on the audit topic)
+    # within seconds; keeping the pseudonyms longer would keep a link.
+    purge: Topic = Topic("privacy.purge", "sink purge commands of deletions (pseudonyms only)",
+                         partitions=1, retention_ms=HOUR_MS)
     audit: Topic = _out("privacy.audit", "audit trail of data-subject requests, step by step",
                         3 * 365 * DAY_MS)
 

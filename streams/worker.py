@@ -111,6 +111,7 @@ class Worker:
         self._consumer: Consumer | None = None
         self._lag_at = 0.0
         self._consent_read: dict[int, int] = {}  # next consent offset per partition
+        self._ledger_pos: dict[int, int] = {}  # next ledger offset per partition
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -134,6 +135,7 @@ class Worker:
         ledger_reader = kafka_clients.consumer(self.bootstrap, f"ledger-{uuid.uuid4().hex}",
                                                **{"isolation.level": "read_committed"})
         self._consumer = consumer
+        self._ledger_reader = ledger_reader
         try:
             producer.init_transactions(30)
             self._follow_ledger(ledger_reader)
@@ -141,9 +143,7 @@ class Worker:
                                on_revoke=self._on_revoke, on_lost=self._on_revoke)
             while not self._stop.is_set():
                 messages = consumer.consume(self.max_batch, timeout=BATCH_WAIT_S)
-                for msg in ledger_reader.consume(10_000, timeout=0):
-                    if msg.error() is None:
-                        self.ledger.observe(msg.key(), msg.value())
+                self._observe_ledger(ledger_reader.consume(10_000, timeout=0))
                 if messages:
                     self._handle(self._consent_barrier(messages, consumer), consumer, producer)
         finally:
@@ -165,7 +165,14 @@ class Worker:
         # Keep following from the end (what was read above is already folded in).
         ends = [TopicPartition(tp.topic, tp.partition, kafka_clients.watermarks(reader, tp)[1])
                 for tp in parts]
+        self._ledger_pos = {tp.partition: tp.offset for tp in ends}
         reader.assign(ends)
+
+    def _observe_ledger(self, messages: list[Any]) -> None:
+        for msg in messages:
+            if msg.error() is None:
+                self.ledger.observe(msg.key(), msg.value())
+                self._ledger_pos[msg.partition()] = msg.offset() + 1
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         owned = sorted({tp.partition for tp in partitions})
@@ -273,6 +280,8 @@ class Worker:
             part = msg.partition()
             by_partition[part][0 if msg.topic() == consent_topic else 1].append(msg)
             offsets[(msg.topic(), part)] = msg.offset() + 1
+        if any(m.value() is None for consent, _ in by_partition.values() for m in consent):
+            self._catch_up_ledger()
         result = BatchResult()
         for part, (consent, events) in by_partition.items():
             store = self.stores.get(part)
@@ -301,6 +310,21 @@ class Worker:
         if t0 - self._lag_at > LAG_EVERY_S:
             self._lag_at = t0
             self._update_lag(consumer, offsets)
+
+    def _catch_up_ledger(self) -> None:
+        """A consent tombstone is a deletion: the request service wrote its ledger entry
+        before it, so read the ledger up to its end now; otherwise an event of the subject
+        in this batch could be decided before the worker knows the subject is erased (and
+        get a fresh key)."""
+        reader = self._ledger_reader
+        ends = {tp.partition: reader.get_watermark_offsets(tp, timeout=10)[1]
+                for tp in reader.assignment()}
+        deadline = time.monotonic() + BARRIER_MAX_S
+        while time.monotonic() < deadline:
+            if all(self._ledger_pos.get(p, 0) >= end for p, end in ends.items()):
+                return
+            self._observe_ledger(reader.consume(10_000, timeout=0.05))
+        log.warning("ledger catch-up: gave up after %.1fs", BARRIER_MAX_S)
 
     @staticmethod
     def _update_lag(consumer: Consumer, offsets: dict[tuple[str, int], int]) -> None:

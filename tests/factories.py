@@ -72,6 +72,7 @@ def make_consent(subject_id: str, rng: random.Random, **overrides: Any) -> dict[
         "nonessential_cookies": rng.choice((True, False)),
         "optional_playback_data": True,
         "limit_sensitive": False,
+        "authorized_agents": [],
         "servers": make_servers(subject_id, rng, crash_reports=True, push_notifications=True,
                                 optional_telemetry=True, metadata_matching=True),
     }

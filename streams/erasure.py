@@ -1,0 +1,172 @@
+"""Erasure verification: re-read every topic and sink table, say what still links.
+
+For each subject the receipt lists, per system, the records found and how:
+
+- subject-keyed compacted topics (consent, key vault, consent changelog): read from the
+  beginning, committed records only; a *live value* under the subject id after its last
+  tombstone is **linkable** (fails the receipt);
+- sink tables holding pseudonyms (ClickHouse ``analytics_events``): rows carrying any of
+  the subject's destination pseudonyms are **linkable**;
+- every other topic (``values=True``): records whose value carries the subject id, or any of
+  its pseudonyms, byte for byte. Pseudonyms on retention-bound output topics are
+  **unlinkable** once the subject key is shredded (nobody can recompute or confirm them,
+  design decision 3); the subject id in append-only input and request logs is
+  **retained until expiry** by retention (``retention.ms``) and never re-emitted, because
+  every worker drops a ledgered subject's events (C15). ``strict`` counts those too.
+
+Receipts hold counts, methods and times, never the subject id or a pseudonym, so they
+can go to the audit topic.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import KafkaError, TopicPartition
+
+from streams import kafka_clients
+from streams.settings import Settings
+from streams.topics import Topic
+
+ERASED, UNLINKABLE, RETAINED, LINKABLE = "erased", "unlinkable", "retained_until_expiry", \
+    "linkable"
+SINK_TABLE = "analytics_events"
+SINK_DESTINATION = "analytics"  # the ClickHouse sink's input
+
+
+def read_all(bootstrap: str, topics: list[str], timeout: float = 300.0) -> dict[str, list[Any]]:
+    """Every committed record of ``topics`` from the beginning to their end as of now."""
+    consumer = kafka_clients.consumer(bootstrap, f"verify-{uuid.uuid4().hex}", **{
+        "isolation.level": "read_committed", "enable.partition.eof": True})
+    out: dict[str, list[Any]] = {t: [] for t in topics}
+    try:
+        parts = []
+        for topic in topics:
+            md = consumer.list_topics(topic, timeout=10)
+            parts += [TopicPartition(topic, p, 0) for p in md.topics[topic].partitions]
+        ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)
+                for tp in parts}
+        pending = {k for k, (low, high) in ends.items() if high > low}
+        consumer.assign(parts)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, timeout=0.5):
+                err = msg.error()
+                key = (str(msg.topic()), msg.partition() or 0)
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(key)
+                    continue
+                out[key[0]].append(msg)
+                if (msg.offset() or 0) + 1 >= ends[key][1]:
+                    pending.discard(key)
+            for tp in consumer.position([TopicPartition(t, p) for t, p in pending]):
+                if tp.offset >= ends[(tp.topic, tp.partition)][1]:
+                    pending.discard((tp.topic, tp.partition))
+        return out
+    finally:
+        consumer.close()
+
+
+def sink_rows(settings: Settings, pseudonyms: list[str], database: str) -> dict[str, int]:
+    """Rows per pseudonym in the ClickHouse sink table (through the sink's query path)."""
+    from sinks.query import run_query
+
+    safe = [p for p in pseudonyms if re.fullmatch(r"[0-9a-f]{8,64}", p)]
+    if not safe:
+        return {}
+    counts: dict[str, int] = {}
+    for i in range(0, len(safe), 2_000):
+        chunk = ", ".join(f"'{p}'" for p in safe[i:i + 2_000])
+        rows = run_query(settings, f"SELECT subject_pseudonym AS p, count() AS n FROM "
+                                   f"{database}.{SINK_TABLE} WHERE subject_pseudonym IN "
+                                   f"({chunk}) GROUP BY subject_pseudonym")
+        counts.update({str(r["p"]): int(r["n"]) for r in rows})
+    return counts
+
+
+def verify(settings: Settings, subjects: Mapping[str, Mapping[str, str]], *,
+           values: bool = True, sinks: bool = True, database: str = "privacy_pipeline",
+           key_shredded: bool = True) -> dict[str, dict[str, Any]]:
+    """A receipt per subject id; ``subjects`` maps each to its pseudonyms by destination."""
+    catalog = settings.catalog
+    compacted = list(catalog.subject_keyed_compacted())
+    compacted_names = {t.name for t in compacted}
+    others: list[Topic] = [t for t in catalog if t.name not in compacted_names] if values else []
+    started = time.time()
+    records = read_all(settings.kafka_bootstrap, [t.name for t in compacted + others])
+    keys = {s.encode(): s for s in subjects}
+    systems: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in subjects}
+    for topic in compacted:
+        live: dict[str, bool] = {}
+        for msg in records[topic.name]:
+            subject = keys.get(msg.key())
+            if subject is not None:
+                live[subject] = msg.value() is not None
+        for s in subjects:
+            n = int(live.get(s, False))
+            systems[s][f"topic:{topic.name}"] = {
+                "found": n, "status": LINKABLE if n else ERASED,
+                "method": "from-beginning read, read_committed: live value under the subject "
+                          "key after its last tombstone (compacted topic)"}
+    if others:
+        needles: dict[bytes, tuple[str, bool]] = {}
+        for s, pseudos in subjects.items():
+            needles[s.encode()] = (s, False)
+            for p in pseudos.values():
+                needles[p.encode()] = (s, True)
+        pattern = re.compile(b"|".join(re.escape(n) for n in sorted(needles, key=len,
+                                                                     reverse=True)))
+        for topic in others:
+            found: dict[str, list[int]] = {s: [0, 0] for s in subjects}  # [by id, by pseudonym]
+            for msg in records[topic.name]:
+                hits = set(pattern.findall(msg.value() or b""))
+                if topic.subject_keyed and msg.key() in keys:
+                    hits.add(msg.key())
+                for hit in hits:
+                    s, pseudo = needles[hit]
+                    found[s][1 if pseudo else 0] += 1
+            for s, (by_id, by_pseudo) in found.items():
+                if by_id:
+                    status = RETAINED
+                elif by_pseudo:
+                    status = UNLINKABLE if key_shredded else LINKABLE
+                else:
+                    status = ERASED
+                systems[s][f"topic:{topic.name}"] = {
+                    "found": by_id + by_pseudo, "status": status,
+                    "method": "from-beginning read, read_committed: values carrying the subject "
+                              "id or one of its pseudonyms",
+                    **({"expires_within_ms": topic.retention_ms} if status == RETAINED else {})}
+    if sinks:
+        wanted = {p: s for s, ps in subjects.items()
+                  for d, p in ps.items() if d == SINK_DESTINATION}
+        counts = sink_rows(settings, list(wanted), database)
+        for s, ps in subjects.items():
+            sink_pseudo = ps.get(SINK_DESTINATION)
+            n = counts.get(sink_pseudo, 0) if sink_pseudo else 0
+            systems[s][f"clickhouse:{database}.{SINK_TABLE}"] = {
+                "found": n, "status": LINKABLE if n else ERASED,
+                "method": "SELECT count() WHERE subject_pseudonym = <analytics pseudonym>"
+                if sink_pseudo else "no subject key was ever issued: no pseudonymized rows "
+                                    "can exist"}
+            systems[s]["training:parquet"] = {
+                "found": 0, "status": ERASED,
+                "method": "no subject link by design (C7): training rows carry no pseudonym"}
+    finished = time.time()
+    return {s: {"verified_at": int(finished * 1000),
+                "seconds": round(finished - started, 3),
+                "linkable": sum(v["found"] for v in sysmap.values()
+                                if v["status"] == LINKABLE),
+                "retained_until_expiry": sum(v["found"] for v in sysmap.values()
+                                             if v["status"] == RETAINED),
+                "systems": sysmap}
+            for s, sysmap in systems.items()}
+
+
+def passed(receipt: Mapping[str, Any], strict: bool = False) -> bool:
+    return receipt["linkable"] == 0 and (not strict or receipt["retained_until_expiry"] == 0)

@@ -1,0 +1,145 @@
+"""The request API on the real broker (C15, C8): verification, bad requests, access,
+correction, opt-out, and the deletion the worker raises for a subject under 13."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from streams.infra import load_policy_for
+from streams.request_api import ApiServer
+from streams.request_service import RequestService
+from streams.subject_requests import C8_AGENT
+from tests.factories import make_consent, make_record
+from tests.integration.harness import (
+    decoded,
+    pipeline_settings,
+    produce,
+    read_topic,
+    running_worker,
+)
+
+
+def call(port: int, path: str, body: Any = None, raw: bytes | None = None
+         ) -> tuple[int, dict[str, Any]]:
+    data = raw if raw is not None else json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                 method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def wait_status(port: int, rid: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        code, body = call(port, f"/privacy/requests/{rid}")
+        if code == 200 and body["status"] != "open":
+            return body
+        assert time.monotonic() < deadline, (code, body)
+        time.sleep(0.2)  # polling the status endpoint with a deadline
+
+
+def test_api_verifies_refuses_and_carries_out_requests_c15(kafka_bootstrap: str, unique: str,
+                                                           tmp_path: Path) -> None:
+    settings = pipeline_settings(kafka_bootstrap, tmp_path, f"api-{unique}.")
+    cat = settings.catalog
+    rng = random.Random(9)
+    alice = make_consent("acct-alice", rng, email="alice@example.com",
+                         authorized_agents=["agent@helpers.example"])
+    produce(settings, cat.consent.name, [("acct-alice", alice)], schema="ConsentRecord")
+    service = RequestService(settings, load_policy_for(settings), purge_sinks=False)
+    server = ApiServer(service, 0, host="127.0.0.1")
+    try:
+        assert service.ready.wait(60)
+        port = server.port
+        base = {"subject_id": "acct-alice", "requester_email": "alice@example.com"}
+        # Bad requests: a clear 4xx JSON error each, and the service keeps running.
+        bad = [
+            (call(port, "/privacy/requests", raw=b"{not json"), 400, "malformed"),
+            (call(port, "/privacy/requests", {"type": "explode", **base}), 400, "malformed"),
+            (call(port, "/privacy/requests", {**base, "type": "access",
+                                              "subject_id": "acct-nobody"}),
+             404, "unknown_subject"),
+            (call(port, "/privacy/requests", {**base, "type": "access",
+                                              "requester_email": "mallory@example.com"}),
+             403, "email_mismatch"),
+            (call(port, "/privacy/requests", {**base, "type": "access",
+                                              "agent_id": "stranger@example.com"}),
+             403, "agent_not_authorized"),
+        ]
+        for (code, body), want_code, want_error in bad:
+            assert (code, body["error"]) == (want_code, want_error), body
+            assert body["message"] and body["request_id"]
+        # Access by the account, then a duplicate of the same request id.
+        rid = str(uuid.uuid4())
+        code, body = call(port, "/privacy/requests", {**base, "type": "access",
+                                                      "request_id": rid})
+        assert code == 202 and body["request_id"] == rid
+        code, dup = call(port, "/privacy/requests", {**base, "type": "access",
+                                                     "request_id": rid})
+        assert (code, dup["error"]) == (409, "duplicate")
+        done = wait_status(port, rid)
+        assert done["status"] == "done"
+        assert done["steps"][0]["step"] == "intake"
+        assert [s["step"] for s in done["steps"]][-2:] == ["export", "complete"]
+        code, export = call(port, f"/privacy/requests/{rid}/export")
+        assert code == 200 and export["subject_id"] == "acct-alice"
+        assert export["consent_state"]["email"] == "alice@example.com"
+        assert "identifiers" in export["categories"]
+        # Every bad request left an audit record with its reason.
+        audit = decoded(read_topic(kafka_bootstrap, cat.audit.name))
+        rejected = {a["request_id"]: a["detail"] for a in audit if a["status"] == "rejected"}
+        for (_, body), _, reason in bad:
+            assert rejected[body["request_id"]].startswith(reason)
+        assert rejected[dup["request_id"]].startswith("duplicate")
+        # Correction by an authorized agent, then an opt-out: new consent records.
+        code, body = call(port, "/privacy/requests", {
+            **base, "type": "correct", "agent_id": "agent@helpers.example",
+            "requester_email": "agent@helpers.example",
+            "correction": {"jurisdiction": "US-VA", "email": "alice@new.example"}})
+        assert code == 202, body
+        assert wait_status(port, body["request_id"])["status"] == "done"
+        code, body = call(port, "/privacy/requests", {
+            "type": "opt_out", "subject_id": "acct-alice",
+            "requester_email": "alice@new.example"})  # the corrected e-mail now verifies
+        assert code == 202, body
+        assert wait_status(port, body["request_id"])["status"] == "done"
+        records = [r for r in decoded(read_topic(kafka_bootstrap, cat.consent.name))
+                   if r["subject_id"] == "acct-alice"]
+        latest = max(records, key=lambda r: (r["effective_at"], r["recorded_at"]))
+        assert (latest["jurisdiction"], latest["email"], latest["targeted_ads"]) == \
+            ("US-VA", "alice@new.example", False)
+        # C8: the worker learns a subject is under 13 and the deletion runs on its own.
+        kid = make_consent("acct-kid", rng, birth_year=None, age_band="under_13")
+        produce(settings, cat.consent.name, [("acct-kid", kid)], schema="ConsentRecord")
+        with running_worker(settings):
+            event = make_record("PlaybackEvent", rng, subject_id="acct-kid")
+            produce(settings, cat.raw_playback.name, [("acct-kid", event)],
+                    schema="PlaybackEvent")
+            deadline = time.monotonic() + 90
+            while not service.directory.subject_requests.get("acct-kid"):
+                assert time.monotonic() < deadline, "no C8 request"
+                time.sleep(0.2)  # polling for the worker's request
+            c8 = service.directory.subject_requests["acct-kid"][0]
+            status = wait_status(port, c8, 90)
+        assert status["status"] == "done", status
+        assert status["receipt"]["linkable"] == 0
+        ledger = decoded(m for m in read_topic(kafka_bootstrap, cat.deletion_ledger.name)
+                         if m.key() != b"__ledger-key__")
+        assert any(e.get("clause") == "C8" and e["request_id"] == c8 for e in ledger)
+        assert all("acct-kid" not in json.dumps(e) for e in ledger)  # refs, never the id
+        requests = decoded(read_topic(kafka_bootstrap, cat.requests.name))
+        assert any(r["agent_id"] == C8_AGENT for r in requests)
+        # Still serving after all of that.
+        assert call(port, f"/privacy/requests/{rid}")[0] == 200
+    finally:
+        server.close()
