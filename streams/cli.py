@@ -234,46 +234,13 @@ def _api_url(api: str | None) -> str:
     return (api or f"http://127.0.0.1:{_settings().api_port}").rstrip("/")
 
 
-def _call(url: str, body: dict[str, object] | None = None) -> tuple[int, dict[str, object]]:
-    import urllib.error
-    import urllib.request
-
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method="POST" if body is not None else "GET",
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-    except urllib.error.URLError as exc:
-        raise PipelineError(f"the request API at {url} did not answer ({exc.reason}); "
-                            "is `privacy-pipeline api` running?") from None
-
-
 def _submit(kind: str, subject: str, email: str, agent: str | None, api: str | None,
             wait: float, correction: dict[str, str] | None = None) -> None:
-    import time
+    from streams.request_client import submit
 
-    base = _api_url(api)
-    code, body = _call(f"{base}/privacy/requests", {
-        "type": kind, "subject_id": subject, "requester_email": email, "agent_id": agent,
-        **({"correction": correction} if correction else {})})
-    if code != 202:
-        typer.echo(json.dumps(body, indent=2))
-        raise typer.Exit(1)
-    rid = str(body["request_id"])
-    deadline = time.monotonic() + wait
-    while wait > 0:
-        code, body = _call(f"{base}/privacy/requests/{rid}")
-        if (code == 200 and body.get("status") != "open") or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)  # polling the request's status until it completes or the wait ends
-    if kind == "access" and body.get("status") == "done":
-        code, export = _call(f"{base}/privacy/requests/{rid}/export")
-        body = {**body, "export": export}
+    code, body = submit(_api_url(api), kind, subject, email, agent, wait, correction)
     typer.echo(json.dumps(body, indent=2, default=str))
-    if body.get("status") in ("rejected", "failed"):
+    if code != 202 or body.get("status") in ("rejected", "failed"):
         raise typer.Exit(1)
 
 
@@ -321,7 +288,9 @@ def request_opt_out(subject: str, email: str = _EMAIL, agent: str | None = _AGEN
 @request_app.command("status")
 def request_status(request_id: str, api: str | None = _API) -> None:
     """Print a request's status, steps with timestamps and receipt."""
-    code, body = _call(f"{_api_url(api)}/privacy/requests/{request_id}")
+    from streams.request_client import call
+
+    code, body = call(f"{_api_url(api)}/privacy/requests/{request_id}")
     typer.echo(json.dumps(body, indent=2))
     if code != 200:
         raise typer.Exit(1)

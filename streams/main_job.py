@@ -96,6 +96,36 @@ def _counters(text: str) -> dict[str, dict[str, int]]:
     return out
 
 
+def _requests_demo(api: str, config: TrafficConfig) -> dict[str, Any]:
+    """One deletion and one access request for generated accounts, through the API."""
+    from streams.request_client import submit
+    from streams.traffic_stream import TrafficStream
+
+    stream = TrafficStream(config)
+    stream.initial_consents()  # the generated accounts' consent records, with their e-mail
+    accounts = [(c["subject_id"], c["email"]) for c in stream.consents.values()]
+    out: dict[str, Any] = {}
+    for kind in ("delete", "access"):
+        while accounts:
+            subject, email = accounts.pop(0)
+            _say(f"{kind} request for {subject} …")
+            t0 = time.monotonic()
+            code, body = submit(api, kind, subject, email, wait=120)
+            if code == 202 and body.get("status") == "done":
+                out[kind] = {"subject_id": subject, "status": body["status"],
+                             "seconds": round(time.monotonic() - t0, 2),
+                             "steps": [s.get("step") for s in body.get("steps", [])]}
+                if kind == "delete":
+                    out[kind]["receipt"] = body.get("receipt")
+                else:
+                    out[kind]["export_categories"] = sorted(
+                        (body.get("export") or {}).get("categories", {}))
+                break
+            _say(f"{kind} for {subject} not completed ({code}: {body.get('status') or body}); "
+                 "trying another account")
+    return out
+
+
 def run(settings: Settings, *, seconds: float, keep_running: bool, rate: float = 2_000.0,
         subjects: int = 2_000) -> dict[str, Any]:
     """Run the whole pipeline once and return the summary it prints."""
@@ -120,7 +150,10 @@ def run(settings: Settings, *, seconds: float, keep_running: bool, rate: float =
         worker = supervisor.start("worker", "worker", metrics_port=base)
         supervisor.start("sink-clickhouse", "sink", "clickhouse", metrics_port=base + 1)
         supervisor.start("sink-training", "sink", "training", metrics_port=base + 2)
-        _say("starting worker and sinks …")
+        api_port = base + 4
+        supervisor.start("api", "api", metrics_port=base + 3,
+                         PRIVACY_PIPELINE_API_PORT=str(api_port))
+        _say("starting worker, sinks and request API …")
         supervisor.wait_ready()
 
         _say(f"generating traffic for {seconds:.0f}s at {rate:,.0f} events/s …")
@@ -134,6 +167,7 @@ def run(settings: Settings, *, seconds: float, keep_running: bool, rate: float =
         elapsed = time.monotonic() - t0
         _say(f"{traffic['events']:,} events through the pipeline in {elapsed:.1f}s")
 
+        requests = _requests_demo(f"http://127.0.0.1:{api_port}", config)
         counters = _counters(worker.scrape())
         queries = {title: run_query(settings, sql) for title, sql in EXAMPLE_QUERIES.items()}
         summary = {
@@ -148,6 +182,7 @@ def run(settings: Settings, *, seconds: float, keep_running: bool, rate: float =
                 settings, "SELECT count() AS rows, uniqExact(event_id) AS events "
                           "FROM privacy_pipeline.analytics_events")[0],
             "analyst_queries": queries,
+            "requests": requests,
             "metrics": {c.name: c.metrics_url for c in supervisor.children},
             "logs": str(supervisor.log_dir),
         }

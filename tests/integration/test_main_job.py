@@ -68,6 +68,9 @@ def test_main_job_summary_matches_independent_counts(kafka_bootstrap: str, uniqu
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=True).stdout.strip()
     assert rows == str((summary["analytics_rows"]["rows"], summary["events_out"]["analytics"]))
     assert summary["analytics_rows"]["rows"] == summary["analytics_rows"]["events"]
+    deletion, access = summary["requests"]["delete"], summary["requests"]["access"]
+    assert deletion["status"] == "done" and deletion["receipt"]["linkable"] == 0
+    assert access["status"] == "done" and "identifiers" in access["export_categories"]
     assert _processes_of(tmp_path) == []
 
 
@@ -77,7 +80,7 @@ def test_ctrl_c_stops_every_process_it_started(kafka_bootstrap: str, unique: str
     main = subprocess.Popen([sys.executable, "-m", "streams.cli", "run", "--seconds", "120"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while len(_processes_of(tmp_path)) < 4:  # main + worker + two sinks
+    while len(_processes_of(tmp_path)) < 5:  # main + worker + two sinks + request API
         assert main.poll() is None, main.stderr.read().decode()[-2000:] if main.stderr else ""
         assert time.monotonic() < deadline, "children never started"
         time.sleep(0.2)  # waiting for the children to appear
