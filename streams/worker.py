@@ -123,6 +123,8 @@ class Worker:
         consumer = kafka_clients.consumer(
             self.bootstrap, self.group, **{
                 "partition.assignment.strategy": "range",
+                # A killed worker's partitions move to a live one after 10 s, not 45.
+                "session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000,
                 "isolation.level": "read_committed",
                 "max.poll.interval.ms": 300_000,
                 "fetch.wait.max.ms": 50})
