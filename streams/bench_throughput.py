@@ -48,27 +48,18 @@ def _end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int
         consumer.close()
 
 
-def _committed(bootstrap: str, group: str, tps: list[tuple[str, int]]) -> int:
-    consumer = kafka_clients.consumer(bootstrap, group)
-    try:
-        got = consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=10)
-        return sum(max(0, tp.offset) for tp in got)
-    finally:
-        consumer.close()
-
-
-def _wait_drained(bootstrap: str, group: str, ends: dict[tuple[str, int], int],
+def _wait_drained(bootstrap: str, group: str, topics: list[str],
                   timeout: float = 900.0) -> tuple[float, float]:
     """(time of first progress, time all committed) for a consumer group."""
-    total = sum(ends.values())
+    initial = kafka_clients.group_lag(bootstrap, group, topics)
     first = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = _committed(bootstrap, group, list(ends))
+        lag = kafka_clients.group_lag(bootstrap, group, topics)
         now = time.monotonic()
-        if done > 0 and first is None:
+        if lag < initial and first is None:
             first = now
-        if done >= total:
+        if lag == 0:
             return first or now, now
         time.sleep(0.2)  # polling committed offsets, bounded by the deadline
     raise TimeoutError(f"group {group} did not drain within {timeout}s")
@@ -171,8 +162,7 @@ def run(settings: Settings, *, events: int = 200_000, latency_seconds: float = 1
         _say(f"producing {events} events …")
         summary = produce_stream(bootstrap, catalog, config, events=events)
         inputs = [t.name for t in catalog.raw] + [catalog.consent.name]
-        ends = {tp: n for tp, n in _end_offsets(bootstrap, inputs).items() if n > 0}
-        messages = sum(ends.values())
+        messages = sum(_end_offsets(bootstrap, inputs).values())
 
         _say("pass-through …")
         pt_rate = passthrough(bootstrap, inputs, sink.name, messages)
@@ -186,7 +176,7 @@ def run(settings: Settings, *, events: int = 200_000, latency_seconds: float = 1
         procs = [_worker(env) for _ in range(workers)]
         try:
             group = f"{prefix}privacy-pipeline.worker"
-            first, last = _wait_drained(bootstrap, group, ends)
+            first, last = _wait_drained(bootstrap, group, inputs)
             rate = messages / max(last - first, 1e-9)
             _say(f"workers: {rate:,.0f} msg/s")
             target = rate / 2
@@ -194,8 +184,7 @@ def run(settings: Settings, *, events: int = 200_000, latency_seconds: float = 1
             since = _end_offsets(bootstrap, [t.name for t in catalog.raw])
             produce_stream(bootstrap, catalog, TrafficConfig(seed=2, subjects=10_000),
                            seconds=latency_seconds, rate=target)
-            after = _end_offsets(bootstrap, inputs)
-            _wait_drained(bootstrap, group, {tp: n for tp, n in after.items() if n > 0})
+            _wait_drained(bootstrap, group, inputs)
             latencies = _latencies(bootstrap, catalog, since)
             rss = max(_peak_rss_mb(p.pid) for p in procs)
         finally:

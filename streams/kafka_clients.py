@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 _LOG = logging.getLogger("librdkafka")
@@ -31,6 +31,11 @@ def producer(bootstrap: str, **extra: Any) -> Producer:
                                       "queue.buffering.max.messages": 1_000_000, **extra}))
 
 
+# Answers from a partition whose leader is not (yet) known: transient, worth a retry.
+_ELECTION = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                       KafkaError.UNKNOWN_TOPIC_OR_PART})
+
+
 def watermarks(client: Consumer, tp: TopicPartition, timeout: float = 30.0) -> tuple[int, int]:
     """(low, high) of a partition, retrying while its leader is being elected."""
     deadline = time.monotonic() + timeout
@@ -39,7 +44,9 @@ def watermarks(client: Consumer, tp: TopicPartition, timeout: float = 30.0) -> t
             low, high = client.get_watermark_offsets(tp, timeout=5)
             return int(low), int(high)
         except KafkaException as exc:
-            if not exc.args[0].retriable() or time.monotonic() > deadline:
+            err = exc.args[0]
+            electing = err.code() in _ELECTION
+            if not (err.retriable() or electing) or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)  # a fresh topic elects its leaders a moment after creation
 
@@ -47,3 +54,19 @@ def watermarks(client: Consumer, tp: TopicPartition, timeout: float = 30.0) -> t
 def consumer(bootstrap: str, group: str, **extra: Any) -> Consumer:
     return Consumer(_conf(bootstrap, {"group.id": group, "auto.offset.reset": "earliest",
                                       "enable.auto.commit": False, **extra}))
+
+
+def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
+    """Messages on ``topics`` the consumer group has not committed yet (0: drained).
+
+    The pipeline commits consumer positions, which step over transaction markers, so a
+    caught-up group reads 0 here even on transactionally written topics.
+    """
+    reader = consumer(bootstrap, group)
+    try:
+        tps = [TopicPartition(t, p) for t in topics
+               for p in reader.list_topics(t, timeout=10).topics[t].partitions]
+        return sum(watermarks(reader, tp)[1] - max(tp.offset, 0)
+                   for tp in reader.committed(tps, timeout=10))
+    finally:
+        reader.close()

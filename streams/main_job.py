@@ -17,7 +17,6 @@ import time
 from contextlib import ExitStack
 from typing import Any
 
-from confluent_kafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from sinks.query import run_query
@@ -45,21 +44,6 @@ def _say(message: str) -> None:
     print(f"[privacy-pipeline] {message}", file=sys.stderr, flush=True)
 
 
-def _lag(bootstrap: str, group: str, topics: list[str]) -> int:
-    """Messages the group has not committed yet on ``topics``."""
-    consumer = kafka_clients.consumer(bootstrap, group)
-    try:
-        tps = [TopicPartition(t, p) for t in topics
-               for p in consumer.list_topics(t, timeout=10).topics[t].partitions]
-        lag = 0
-        for tp in consumer.committed(tps, timeout=10):
-            high = consumer.get_watermark_offsets(tp, timeout=10)[1]
-            lag += high - max(tp.offset, 0) if tp.offset >= 0 else high
-        return lag
-    finally:
-        consumer.close()
-
-
 def _wait_drained(settings: Settings, supervisor: Supervisor) -> None:
     cat = settings.catalog
     stages = {
@@ -70,7 +54,8 @@ def _wait_drained(settings: Settings, supervisor: Supervisor) -> None:
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while time.monotonic() < deadline:
         supervisor.check()
-        lags = {g: _lag(settings.kafka_bootstrap, g, t) for g, t in stages.items()}
+        lags = {g: kafka_clients.group_lag(settings.kafka_bootstrap, g, t)
+                for g, t in stages.items()}
         if not any(lags.values()):
             return
         _say("catching up: " + ", ".join(f"{g.rsplit('.', 1)[-1]} {n:,}"

@@ -165,21 +165,11 @@ def expected_outcomes(events: Iterable[tuple[str, dict[str, Any]]],
 
 def wait_for_leaders(settings: Settings, timeout: float = 30.0) -> None:
     """Until every catalog partition answers a watermark query (fresh topics elect their
-    leaders a moment after creation; a worker started before that exits on the error)."""
-    from confluent_kafka import KafkaException
-
+    leaders a moment after creation)."""
     consumer = kafka_clients.consumer(settings.kafka_bootstrap, f"leaders-{time.monotonic_ns()}")
-    deadline = time.monotonic() + timeout
     try:
         for topic in settings.catalog:
             for p in range(topic.partitions):
-                while True:
-                    try:
-                        consumer.get_watermark_offsets(TopicPartition(topic.name, p), timeout=5)
-                        break
-                    except KafkaException:
-                        if time.monotonic() > deadline:
-                            raise
-                        time.sleep(0.1)  # leader election in progress
+                kafka_clients.watermarks(consumer, TopicPartition(topic.name, p), timeout)
     finally:
         consumer.close()

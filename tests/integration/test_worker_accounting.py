@@ -15,8 +15,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import TopicPartition
-
 from streams import kafka_clients
 from streams.codec import default_codec
 from streams.decisions import Routed
@@ -64,20 +62,12 @@ def _classify(messages: list[tuple[str, bytes, bytes]]) -> tuple[list, list, lis
 
 def _wait_drained(settings: Any, timeout: float = 300.0) -> None:
     cat = settings.catalog
-    consumer = kafka_clients.consumer(settings.kafka_bootstrap, settings.consumer_group("worker"))
-    tps = [TopicPartition(t.name, p) for t in (*cat.raw, cat.consent) for p in range(t.partitions)]
-    ends = {(tp.topic, tp.partition): kafka_clients.watermarks(consumer, tp)[1] for tp in tps}
+    topics = [t.name for t in (*cat.raw, cat.consent)]
     deadline = time.monotonic() + timeout
-    try:
-        while True:
-            done = {(tp.topic, tp.partition): tp.offset
-                    for tp in consumer.committed(tps, timeout=10)}
-            if all(done[k] >= end for k, end in ends.items()):
-                return
-            assert time.monotonic() < deadline, f"not drained: {done} < {ends}"
-            time.sleep(0.5)  # polling the worker's committed offsets
-    finally:
-        consumer.close()
+    group = settings.consumer_group("worker")
+    while kafka_clients.group_lag(settings.kafka_bootstrap, group, topics):
+        assert time.monotonic() < deadline, "the worker did not drain its inputs"
+        time.sleep(0.5)  # polling the worker's committed offsets
 
 
 def test_every_event_has_exactly_one_outcome(kafka_bootstrap: str, unique: str,
