@@ -27,19 +27,9 @@ from typing import Any
 
 from streams.avro_fast import compile_fields, encode_long, encode_string
 from streams.codec import Codec, default_codec
-from streams.traffic_model import (
-    DAY_MS,
-    RECORDS,
-    Population,
-    Subject,
-    TrafficConfig,
-    consent_change,
-    consent_record,
-    personalize,
-    subject_request,
-    uuid_of,
-    year_of,
-)
+from streams.traffic_control import consent_change, consent_record, subject_request
+from streams.traffic_model import DAY_MS, Population, Subject, TrafficConfig, uuid_of, year_of
+from streams.traffic_records import RECORDS, personalize
 
 __all__ = ["TEMPLATE_REUSE", "TEMPLATE_VARIANTS", "Message", "TrafficStream"]
 

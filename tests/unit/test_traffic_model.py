@@ -13,7 +13,8 @@ import pytest
 
 from streams.avro_fast import compile_fields
 from streams.codec import FramingError, MalformedRecordError, UnknownSchemaError, default_codec
-from streams.traffic_model import RECORDS, TrafficConfig, year_of
+from streams.traffic_model import TrafficConfig, year_of
+from streams.traffic_records import RECORDS
 from streams.traffic_stream import TrafficStream
 
 N = 30_000
