@@ -16,9 +16,16 @@ from __future__ import annotations
 
 import random
 import time
+from bisect import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import accumulate
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsLenAndGetItem
+
+_T = TypeVar("_T")
 
 BASE_TIME_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 DAY_MS = 86_400_000
@@ -96,6 +103,29 @@ class TrafficConfig:
                              f"bad_fraction {self.bad_fraction}, subjects {self.subjects}")
         if set(self.age_bands) - set(AGE_BANDS) or set(self.mix) - set(MIX):
             raise ValueError("bad TrafficConfig: unknown age band or schema in mix")
+
+
+class FastRandom(random.Random):
+    """``random.Random`` drawing uniform integers by scaling ``random()``: several times
+    faster than the exact rejection sampling, and as uniform as the model needs (a
+    value's relative bias is at most width / 2**53; wider ranges than 2**40 use the exact
+    method)."""
+
+    def randrange(self, start: int, stop: int | None = None, step: int = 1) -> int:
+        if stop is None:
+            start, stop = 0, start
+        width = stop - start
+        if step != 1 or not 0 < width < 1 << 40:
+            return super().randrange(start, stop, step)
+        return start + int(self.random() * width)
+
+    def randint(self, a: int, b: int) -> int:
+        return self.randrange(a, b + 1)
+
+    def choice(self, seq: SupportsLenAndGetItem[_T]) -> _T:
+        if not seq:
+            raise IndexError("cannot choose from an empty sequence")
+        return seq[int(self.random() * len(seq))]
 
 
 def subject_ids(n: int) -> list[str]:
@@ -196,6 +226,10 @@ class Catalog:
         """A title rank (0 = most popular)."""
         return rng.choices(self._ranks, cum_weights=self.cum)[0]
 
+    def rank_at(self, u: float) -> int:
+        """The title rank at quantile ``u`` of the popularity (``u`` uniform: a Zipf draw)."""
+        return bisect(self.cum, u * self.cum[-1], 0, len(self.cum) - 1)
+
     def head_share(self, k: int) -> float:
         """Expected share of plays going to the ``k`` most popular titles."""
         return self.cum[k - 1] / self.cum[-1]
@@ -206,7 +240,7 @@ class Population:
 
     def __init__(self, config: TrafficConfig) -> None:
         self.config = config
-        self.subjects = [make_subject(sid, config, random.Random(f"{config.seed}:{sid}"))
+        self.subjects = [make_subject(sid, config, FastRandom(f"{config.seed}:{sid}"))
                          for sid in subject_ids(config.subjects)]
         self.catalog = Catalog(config.catalog_titles, config.zipf_exponent,
-                               random.Random(f"{config.seed}:catalog"))
+                               FastRandom(f"{config.seed}:catalog"))

@@ -1,8 +1,9 @@
 """One valid record per input schema, as a plain dict: the traffic model's events.
 
 ``RECORDS`` maps each input schema to a factory of a random record (consistent with the
-subject id when one is given); ``personalize`` makes a record consistent with a
-``Subject`` of the population (its devices, servers, e-mail, library).
+subject id when one is given); ``subject_value`` says which of a population ``Subject``'s
+own values (device, servers, e-mail, ...) a field takes, so an event is consistent with
+its subject.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from streams.traffic_model import (
     uuid_of,
 )
 
-__all__ = ["RECORDS", "RecordFactory", "personalize"]
+__all__ = ["RECORDS", "RecordFactory", "subject_value"]
 
 RecordFactory = Callable[[random.Random, str | None], dict[str, Any]]
 
@@ -274,40 +275,28 @@ RECORDS: dict[str, RecordFactory] = {
 }
 
 
-def personalize(schema: str, rec: dict[str, Any], subject: Subject,
-                rng: random.Random) -> dict[str, Any]:
-    """Make ``rec`` consistent with ``subject``: its devices, servers, e-mail, library."""
-    dev, platform, ip = rng.choice(subject.devices)
-    if "managed_profile" in rec:
-        rec["managed_profile"] = subject.managed_profile and schema != "AccountEvent"
-        rec["profile_id"] = subject.profile_id
-    if "device_id" in rec and rec["device_id"] is not None:
-        rec["device_id"] = dev
-    if schema in ("PlaybackEvent", "AccountEvent"):
-        rec.update(platform=platform, country=subject.country, ip_address=ip,
-                   postal_code=subject.postal_code)
-    elif "ip_address" in rec:
-        rec["ip_address"] = ip
-    if schema == "AccountEvent":
-        rec.update(email=subject.email, user_name=subject.user_name)
-    elif schema == "PaymentEvent":
-        rec["billing_email"] = subject.email
-    if "server_id" in rec:
-        rec["server_id"] = rng.choice(subject.servers) if subject.servers else rec["server_id"]
-        if "owner_email" in rec:
-            rec["owner_email"] = subject.email
-        if "owner_user_name" in rec:
-            rec["owner_user_name"] = subject.user_name
-        if subject.library and schema in ("CrashReportEvent", "ServerLibraryEvent",
-                                          "MetadataMatchEvent", "IntegrationFulfilmentEvent"):
-            title, fname = rng.choice(subject.library)
-            for key in ("item_title", "title_guess", "requested_title"):
-                if rec.get(key) is not None:
-                    rec[key] = title
-            if rec.get("file_name") is not None:
-                rec["file_name"] = fname
-            if schema == "CrashReportEvent" and "file_names" in rec:
-                rec["file_names"] = [f for _, f in rng.sample(
-                    subject.library, min(len(subject.library), len(rec["file_names"])))]
-                rec["stack_trace"] = f"#0 transcode() reading {fname}"
-    return rec
+def subject_value(schema: str, field: str, subject: Subject, device: tuple[str, str, str],
+                  server: int) -> Any:
+    """The value ``subject`` gives ``field`` of a ``schema`` event: its profile, ``device``
+    (id, platform, ip), e-mail, user name, location or its ``server``-th media server."""
+    if field == "managed_profile":
+        return subject.managed_profile and schema != "AccountEvent"  # accounts: the owner
+    if field == "server_id":
+        return (subject.servers[server] if subject.servers
+                else server_id_for(subject.subject_id, server))
+    return _SUBJECT_VALUE[field](subject, device)
+
+
+_SUBJECT_VALUE: dict[str, Callable[[Subject, tuple[str, str, str]], Any]] = {
+    "profile_id": lambda s, d: s.profile_id,
+    "device_id": lambda s, d: d[0],
+    "platform": lambda s, d: d[1],
+    "ip_address": lambda s, d: d[2],
+    "country": lambda s, d: s.country,
+    "postal_code": lambda s, d: s.postal_code,
+    "email": lambda s, d: s.email,
+    "billing_email": lambda s, d: s.email,
+    "owner_email": lambda s, d: s.email,
+    "user_name": lambda s, d: s.user_name,
+    "owner_user_name": lambda s, d: s.user_name,
+}

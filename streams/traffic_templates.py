@@ -1,0 +1,107 @@
+"""Pooled bodies of the non-playback input schemas, the subject's own fields spliced in.
+
+Each schema keeps ``TEMPLATE_VARIANTS`` bodies built from the traffic model
+(``traffic_records``); a body is rebuilt from the model after ``reuse`` events. The
+subject's own fields (``SUBJECT_FIELDS``: profile, device, e-mail, user name, server id)
+are holes, filled per (subject, server) with what ``subject_value`` gives them, so a
+server event names one of its owner's servers and an account event the account's e-mail.
+"""
+
+from __future__ import annotations
+
+import operator
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from streams.traffic_layout import BodyLayout
+from streams.traffic_model import Population
+from streams.traffic_records import RECORDS, subject_value
+
+__all__ = ["SERVER_SCHEMAS", "SUBJECT_FIELDS", "TEMPLATE_REUSE", "TEMPLATE_VARIANTS",
+           "TemplatePool"]
+
+TEMPLATE_VARIANTS = 64
+TEMPLATE_REUSE = 64
+SERVER_SCHEMAS = frozenset({"ServerConfigEvent", "CrashReportEvent", "PushNotificationEvent",
+                            "ServerLibraryEvent", "RelayTransferEvent", "MetadataMatchEvent",
+                            "IntegrationFulfilmentEvent"})
+_PROFILE = ("profile_id", "managed_profile", "device_id")
+SUBJECT_FIELDS: dict[str, tuple[str, ...]] = {
+    "ActivityEvent": _PROFILE, "AccountEvent": (*_PROFILE, "email", "user_name"),
+    "PaymentEvent": ("billing_email",),
+    "ServerConfigEvent": ("server_id", "owner_email", "owner_user_name"),
+    "CrashReportEvent": ("server_id", "owner_email"),
+}
+
+
+class TemplatePool:
+    """The pooled bodies of input schema ``name`` and its subjects' encoded hole values.
+
+    ``body`` is the schema's fields after the envelope, ``types`` the encoded
+    ``event_type`` of each symbol. Every subject's hole values are encoded up front, per
+    ``subject * servers + server`` (its ``server``-th media server); pools whose holes
+    are encoded alike share them through ``tables``.
+    """
+
+    def __init__(self, name: str, body: Sequence[Mapping[str, Any]], types: Mapping[str, bytes],
+                 population: Population, servers: int, reuse: int, rng: random.Random,
+                 tables: dict[tuple[Any, ...], np.ndarray]) -> None:
+        self.name = name
+        self.servers = servers
+        holes = SUBJECT_FIELDS.get(name, ("server_id",) if name in SERVER_SCHEMAS else ())
+        self._layout = BodyLayout(body, holes)
+        self._types = types
+        self._subjects = population.subjects
+        self._reuse = reuse
+        self._rng = rng
+        self._templates: list[bytes] = [b""] * TEMPLATE_VARIANTS  # event type + body format
+        self._generation = np.full(TEMPLATE_VARIANTS, -1, np.int64)  # of each slot's template
+        self._uses = np.zeros(TEMPLATE_VARIANTS, np.int64)  # of each slot, ever
+        fields = {f["name"]: f["type"] for f in body}
+        key = (name if "managed_profile" in holes else "",
+               *((h, repr(fields[h])) for h in self._layout.holes))
+        if key not in tables:
+            tables[key] = self._hole_table()
+        self._holes = tables[key]
+
+    def bodies(self, holes: np.ndarray, slots: np.ndarray) -> list[bytes]:
+        """Encoded bodies (event type first) of events with hole indices ``holes`` taking
+        pooled templates ``slots``, in order."""
+        return list(map(operator.mod, self._formats(slots), self._holes[holes].tolist()))
+
+    def _formats(self, slots: np.ndarray) -> list[bytes]:
+        """The template each event gets: its slot's, rebuilt after every ``reuse`` uses."""
+        order = np.argsort(slots, kind="stable")
+        ordered = slots[order]
+        rank = np.empty_like(slots)
+        rank[order] = np.arange(slots.size) - np.searchsorted(ordered, ordered)
+        generation = (self._uses[slots] + rank) // self._reuse
+        self._uses += np.bincount(slots, minlength=TEMPLATE_VARIANTS)
+        wanted, which = np.unique(slots << 32 | generation, return_inverse=True)
+        formats = []
+        for key in wanted.tolist():  # in slot order, each slot's generations in order
+            slot, gen = key >> 32, key & 0xFFFF_FFFF
+            if self._generation[slot] != gen:
+                self._templates[slot], self._generation[slot] = self._template(), gen
+            formats.append(self._templates[slot])
+        chosen: list[bytes] = np.array(formats, object)[which].tolist()
+        return chosen
+
+    def _template(self) -> bytes:
+        rec = RECORDS[self.name](self._rng, None)
+        return self._layout.template(rec, self._types[rec["event_type"]])
+
+    def _hole_table(self) -> np.ndarray:
+        """Each subject's encoded hole values: one of its devices, each of its servers."""
+        table = np.empty(len(self._subjects) * self.servers, object)
+        encoders = [(f, self._layout.encoders[f]) for f in self._layout.holes]
+        name, rng = self.name, self._rng
+        for i, subject in enumerate(self._subjects):
+            device = subject.devices[rng.randrange(len(subject.devices))]
+            for server in range(max(1, len(subject.servers))):
+                table[i * self.servers + server] = tuple([
+                    enc(subject_value(name, f, subject, device, server)) for f, enc in encoders])
+        return table
