@@ -1,14 +1,18 @@
 """Produce synthetic traffic to the catalog topics: batches, a token bucket, a summary.
 
 ``generate`` drives a ``TrafficStream`` (pure, seeded) into Kafka with one confluent-kafka
-producer: ``produce`` in a loop, ``poll(0)`` every ``POLL_EVERY`` messages, one ``flush`` at
-the end; no per-message delivery callbacks. Keys are the subject id (UTF-8).
+producer: ``produce`` in a loop, one ``poll(0)`` per batch, one ``flush`` at the end. The
+producer reports only failed deliveries (``delivery.report.only.error``), so the hot path
+has no per-message callback and a message the broker never took still fails the run.
+Keys are the subject id (UTF-8).
 """
 
 from __future__ import annotations
 
 import time
 from typing import Any
+
+from confluent_kafka import KafkaError, Producer
 
 from streams import kafka_clients
 from streams.errors import BrokerError
@@ -20,13 +24,27 @@ from streams.traffic_stream import TrafficStream
 __all__ = ["BATCH", "generate", "produce_stream"]
 
 BATCH = 5_000
-POLL_EVERY = 1_000
+QUEUE_FULL_TIMEOUT_S = 60.0
 
 
 def _topic_map(catalog: Catalog) -> dict[str, str]:
     base = Catalog()
     return {getattr(base, f).name: getattr(catalog, f).name
             for f in ("raw_playback", "raw_activity", "raw_server", "consent", "requests")}
+
+
+def _produce_when_room(producer: Producer, topic: str, value: bytes, key: bytes) -> None:
+    """Produce once the local queue has room: the producer drains it while polled."""
+    deadline = time.monotonic() + QUEUE_FULL_TIMEOUT_S
+    while True:
+        producer.poll(0.1)
+        try:
+            producer.produce(topic, value, key)
+            return
+        except BufferError:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"traffic: the producer queue stayed full for "
+                                  f"{QUEUE_FULL_TIMEOUT_S:.0f}s; is the broker up?") from None
 
 
 def produce_stream(bootstrap: str, catalog: Catalog, config: TrafficConfig, *,
@@ -37,9 +55,11 @@ def produce_stream(bootstrap: str, catalog: Catalog, config: TrafficConfig, *,
         raise ValueError("generate needs events or seconds")
     stream = TrafficStream(config)
     topics = _topic_map(catalog)
-    producer = kafka_clients.producer(bootstrap)
+    failed: list[KafkaError] = []
+    producer = kafka_clients.producer(bootstrap, **{
+        "delivery.report.only.error": True, "on_delivery": lambda err, _msg: failed.append(err)})
     produce, poll = producer.produce, producer.poll
-    start = time.monotonic()
+    start, cpu = time.monotonic(), time.process_time()
     deadline = start + seconds if seconds is not None else None
     sent = 0
     while (events is None or stream.events < events) and \
@@ -49,17 +69,18 @@ def produce_stream(bootstrap: str, catalog: Catalog, config: TrafficConfig, *,
             due = start + (stream.events + n) / rate
             if (wait := due - time.monotonic()) > 0:
                 time.sleep(wait)
-        for topic, key, value in stream.batch(n):
+        batch = stream.batch(n)
+        for topic, key, value in batch:
             try:
                 produce(topics[topic], value, key)
             except BufferError:
-                poll(0.1)
-                produce(topics[topic], value, key)
-            sent += 1
-            if sent % POLL_EVERY == 0:
-                poll(0)
+                _produce_when_room(producer, topics[topic], value, key)
+        poll(0)
+        sent += len(batch)
     if (left := producer.flush(60)) != 0:
         raise BrokerError(f"traffic: {left} messages not acknowledged by the broker")
+    if failed:
+        raise BrokerError(f"traffic: {len(failed)} messages not delivered, first: {failed[0]}")
     duration = time.monotonic() - start
     return {
         "events": stream.events,
@@ -72,6 +93,7 @@ def produce_stream(bootstrap: str, catalog: Catalog, config: TrafficConfig, *,
         "deleted_subjects": len(stream.deleted),
         "seed": config.seed,
         "seconds": round(duration, 3),
+        "cpu_seconds": round(time.process_time() - cpu, 3),  # every thread of the process
         "events_per_s": round(stream.events / duration, 1) if duration else 0.0,
     }
 
