@@ -19,7 +19,7 @@ from streams.errors import BrokerError
 from streams.settings import Settings
 from streams.topics import Catalog
 from streams.traffic_model import TrafficConfig
-from streams.traffic_stream import TrafficStream
+from streams.traffic_stream import TrafficStream, gc_paused
 
 __all__ = ["BATCH", "generate", "produce_stream"]
 
@@ -62,21 +62,22 @@ def produce_stream(bootstrap: str, catalog: Catalog, config: TrafficConfig, *,
     start, cpu = time.monotonic(), time.process_time()
     deadline = start + seconds if seconds is not None else None
     sent = 0
-    while (events is None or stream.events < events) and \
-            (deadline is None or time.monotonic() < deadline):
-        n = BATCH if events is None else min(BATCH, events - stream.events)
-        if rate > 0:  # token bucket: the batch waits for the tokens it spends
-            due = start + (stream.events + n) / rate
-            if (wait := due - time.monotonic()) > 0:
-                time.sleep(wait)
-        batch = stream.batch(n)
-        for topic, key, value in batch:
-            try:
-                produce(topics[topic], value, key)
-            except BufferError:
-                _produce_when_room(producer, topics[topic], value, key)
-        poll(0)
-        sent += len(batch)
+    with gc_paused():
+        while (events is None or stream.events < events) and \
+                (deadline is None or time.monotonic() < deadline):
+            n = BATCH if events is None else min(BATCH, events - stream.events)
+            if rate > 0:  # token bucket: the batch waits for the tokens it spends
+                due = start + (stream.events + n) / rate
+                if (wait := due - time.monotonic()) > 0:
+                    time.sleep(wait)
+            batch = stream.batch(n)
+            for topic, key, value in batch:
+                try:
+                    produce(topics[topic], value, key)
+                except BufferError:
+                    _produce_when_room(producer, topics[topic], value, key)
+            poll(0)
+            sent += len(batch)
     if (left := producer.flush(60)) != 0:
         raise BrokerError(f"traffic: {left} messages not acknowledged by the broker")
     if failed:

@@ -3,8 +3,8 @@
 The generator encodes a body (an input record's fields after the envelope) once and
 reuses it for many events; the fields that must differ per subject or per event (the
 holes) are encoded on their own and spliced in. ``BodyLayout.template`` turns a record
-into a bytes %-format with one ``%b`` per hole, so splicing is one C-level
-``template % hole_values``: an Avro record is exactly its field encodings concatenated.
+into a bytes %-format with one ``%b`` per run of adjacent holes, so splicing is one C-level
+``template % run_values``: an Avro record is exactly its field encodings concatenated.
 """
 
 from __future__ import annotations
@@ -12,30 +12,59 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from streams.avro_fast import Encoder, compile_fields, compile_type
 
-__all__ = ["BodyLayout"]
+__all__ = ["BodyLayout", "encode_longs"]
+
+_WIDER = np.array([1 << (7 * k) for k in range(1, 10)], np.uint64)  # a varint's byte limits
+_SHIFTS = np.arange(0, 70, 7, dtype=np.uint64)
+
+
+def encode_longs(values: Sequence[int] | np.ndarray) -> list[bytes]:
+    """The Avro long (zig-zag varint) of each of ``values``, encoded in one numpy pass."""
+    v = np.asarray(values, np.int64)
+    zigzag = ((v << 1) ^ (v >> 63)).view(np.uint64)
+    widths = np.searchsorted(_WIDER, zigzag, side="right") + 1
+    width = int(widths.max()) if v.size else 1
+    digits = ((zigzag[:, None] >> _SHIFTS[:width]) & np.uint64(0x7F)).astype(np.uint8)
+    digits[np.arange(width) < widths[:, None] - 1] |= 0x80
+    blob = digits.tobytes()
+    if int(widths.min(initial=width)) == width:
+        return [blob[j:j + width] for j in range(0, len(blob), width)]
+    return [blob[j:j + w] for j, w in zip(range(0, len(blob), width), widths.tolist(),
+                                          strict=True)]
 
 
 class BodyLayout:
-    """The fields of a body, split at ``holes`` (kept in field order)."""
+    """The fields of a body, split at ``holes``; ``runs`` are the holes grouped into runs
+    of adjacent fields, in field order."""
 
     def __init__(self, fields: Sequence[Mapping[str, Any]], holes: Iterable[str]) -> None:
         names = [f["name"] for f in fields]
-        at = sorted({names.index(h) for h in holes})
-        self.holes = tuple(names[i] for i in at)
-        starts = [0, *(i + 1 for i in at)]
-        ends = [*at, len(names)]
+        runs: list[list[int]] = []
+        for i in sorted({names.index(h) for h in holes}):
+            if runs and runs[-1][-1] == i - 1:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        self.runs = tuple(tuple(names[i] for i in run) for run in runs)
+        starts = [0, *(run[-1] + 1 for run in runs)]
+        ends = [*(run[0] for run in runs), len(names)]
         self._segments = [compile_fields(fields[a:b]) for a, b in zip(starts, ends, strict=True)]
         self.encoders: dict[str, Encoder] = {names[i]: compile_type(fields[i]["type"])
-                                             for i in at}
+                                             for run in runs for i in run}
 
     def template(self, rec: Mapping[str, Any], prefix: bytes = b"") -> bytes:
-        """``prefix`` and the body of ``rec`` as a %-format whose ``%b`` are the holes."""
+        """``prefix`` and the body of ``rec`` as a %-format, one ``%b`` per run of holes."""
         parts = [prefix + self._segments[0](rec), *(seg(rec) for seg in self._segments[1:])]
         return b"%b".join(p.replace(b"%", b"%%") for p in parts)
 
-    def hole_values(self, rec: Mapping[str, Any],
-                    names: Sequence[str] | None = None) -> tuple[bytes, ...]:
-        """The encoded values in ``rec`` of the holes ``names`` (default: all, in order)."""
-        return tuple([self.encoders[n](rec[n]) for n in names or self.holes])
+    def encode(self, rec: Mapping[str, Any], names: Iterable[str]) -> bytes:
+        """The encodings of the holes ``names`` in ``rec``, concatenated."""
+        return b"".join([self.encoders[n](rec[n]) for n in names])
+
+    def run_values(self, rec: Mapping[str, Any]) -> tuple[bytes, ...]:
+        """What fills each run of holes in ``template``, from ``rec``."""
+        return tuple([self.encode(rec, run) for run in self.runs])

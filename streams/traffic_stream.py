@@ -32,6 +32,7 @@ from streams.avro_fast import compile_fields, encode_long, encode_string
 from streams.codec import Codec, default_codec
 from streams.traffic_control import consent_change, consent_record, subject_request
 from streams.traffic_faults import corrupt
+from streams.traffic_layout import encode_longs
 from streams.traffic_model import (
     DAY_MS,
     FastRandom,
@@ -48,7 +49,7 @@ from streams.traffic_templates import (
     TemplatePool,
 )
 
-__all__ = ["CHUNK", "Message", "TrafficStream"]
+__all__ = ["CHUNK", "Message", "TrafficStream", "gc_paused"]
 
 Message = tuple[str, bytes, bytes]  # (logical topic, key, value)
 CHUNK = 1 << 14  # events drawn at once; an event id ends in its place in the chunk (4 hex)
@@ -115,8 +116,7 @@ class TrafficStream:
             topics.append(info.topic)
             if name == "PlaybackEvent":
                 self._sessions = Sessions(fields[4:], types, self.population, config,
-                                          template_reuse, self.rng, self._bulk,
-                                          self._live_subject)
+                                          template_reuse, self.rng, self._bulk, self.deleted)
             else:
                 self._pools[name] = TemplatePool(name, fields[4:], types, self.population,
                                                  int(self._servers.max()), template_reuse,
@@ -178,15 +178,13 @@ class TrafficStream:
 
     # -- subjects ---------------------------------------------------------------------------
 
-    def _live_subject(self, u: float | None = None) -> int:
-        """A subject without a deletion request (if 100 draws find one); the first draw is
-        ``u`` (uniform) if given."""
-        n = len(self.keys)
-        i = int(u * n) if u is not None else self.rng.randrange(n)
-        for _ in range(99):
+    def _live_subject(self) -> int:
+        """A subject without a deletion request (if 100 draws find one)."""
+        rng = self.rng
+        for _ in range(100):
+            i = rng.randrange(len(self.keys))
             if i not in self.deleted:
                 break
-            i = self.rng.randrange(n)
         return i
 
     def _draw_subjects(self, n: int, owners: bool) -> np.ndarray:
@@ -211,7 +209,7 @@ class TrafficStream:
     def batch(self, n: int) -> list[Message]:
         """The next ``n`` input events (some replaced by bad records) plus control records."""
         out: list[Message] = []
-        with _gc_paused():
+        with gc_paused():
             if not self._started:
                 self._started = True
                 out.extend(self.initial_consents())
@@ -252,7 +250,7 @@ class TrafficStream:
         self._chunks += 1
         heads = np.array([h + b"\x48" + ids for h in self._heads], object)[codes].tolist()
         values = list(map(b"".join, zip(heads, _ID_TAILS[:n], self._sids[subjects].tolist(),
-                                        _varints(times), bodies.tolist(), strict=True)))
+                                        encode_longs(times), bodies.tolist(), strict=True)))
         topics: list[str] = self._topics[codes].tolist()
         keys: list[bytes] = self._keys[subjects].tolist()
         good = codes
@@ -282,10 +280,10 @@ class TrafficStream:
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a batch is built: it allocates a few tuples and
-    lists per event and makes no reference cycles, so collecting then would only walk the
-    whole heap (population, caches) again and again."""
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside: generating allocates a few tuples and lists per
+    event and makes no reference cycles, so collecting then would only walk the heap
+    (population, caches, the batch) again and again."""
     if not gc.isenabled():
         yield
         return
@@ -294,19 +292,3 @@ def _gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
-
-
-def _varints(values: np.ndarray) -> list[bytes]:
-    """Avro longs of ``values``: one numpy pass when all are non-negative and encode to
-    the same width (event times do, bar once in decades), else one by one."""
-    lo, hi = int(values.min()), int(values.max())
-    width = max(1, ((hi << 1).bit_length() + 6) // 7)
-    if lo < 0 or max(1, ((lo << 1).bit_length() + 6) // 7) != width:
-        return [encode_long(v) for v in values.tolist()]
-    zigzag = values.astype(np.uint64) << np.uint64(1)
-    digits = ((zigzag[:, None] >> (np.arange(width, dtype=np.uint64) * np.uint64(7)))
-              & np.uint64(0x7F)).astype(np.uint8)
-    digits[:, :-1] |= 0x80
-    blob = digits.tobytes()
-    return [blob[j:j + width] for j in range(0, len(blob), width)]
-

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import operator
 import random
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -21,7 +21,9 @@ from streams.traffic_model import Population
 from streams.traffic_records import RECORDS, subject_value
 
 __all__ = ["SERVER_SCHEMAS", "SUBJECT_FIELDS", "TEMPLATE_REUSE", "TEMPLATE_VARIANTS",
-           "TemplatePool"]
+           "TemplatePool", "TemplateSlots"]
+
+T = TypeVar("T")
 
 TEMPLATE_VARIANTS = 64
 TEMPLATE_REUSE = 64
@@ -35,6 +37,35 @@ SUBJECT_FIELDS: dict[str, tuple[str, ...]] = {
     "ServerConfigEvent": ("server_id", "owner_email", "owner_user_name"),
     "CrashReportEvent": ("server_id", "owner_email"),
 }
+
+
+class TemplateSlots(Generic[T]):
+    """``TEMPLATE_VARIANTS`` slots, each holding a template that ``build`` makes anew
+    after every ``reuse`` uses."""
+
+    def __init__(self, build: Callable[[], T], reuse: int) -> None:
+        self._build, self._reuse = build, reuse
+        self._templates: list[T | None] = [None] * TEMPLATE_VARIANTS
+        self._generation = np.full(TEMPLATE_VARIANTS, -1, np.int64)  # of each slot's template
+        self._uses = np.zeros(TEMPLATE_VARIANTS, np.int64)  # of each slot, ever
+
+    def pick(self, slots: np.ndarray) -> list[T]:
+        """The templates of successive uses of ``slots`` (rebuilding as they wear out)."""
+        order = np.argsort(slots, kind="stable")
+        ordered = slots[order]
+        rank = np.empty_like(slots)
+        rank[order] = np.arange(slots.size) - np.searchsorted(ordered, ordered)
+        generation = (self._uses[slots] + rank) // self._reuse
+        self._uses += np.bincount(slots, minlength=TEMPLATE_VARIANTS)
+        wanted, which = np.unique(slots << 32 | generation, return_inverse=True)
+        chosen = np.empty(wanted.size, object)  # filled one by one: templates may be tuples
+        for n, key in enumerate(wanted.tolist()):  # slot by slot, generations in order
+            slot, gen = key >> 32, key & 0xFFFF_FFFF
+            if self._generation[slot] != gen:
+                self._templates[slot], self._generation[slot] = self._build(), gen
+            chosen[n] = self._templates[slot]
+        out: list[T] = chosen[which].tolist()
+        return out
 
 
 class TemplatePool:
@@ -57,12 +88,10 @@ class TemplatePool:
         self._subjects = population.subjects
         self._reuse = reuse
         self._rng = rng
-        self._templates: list[bytes] = [b""] * TEMPLATE_VARIANTS  # event type + body format
-        self._generation = np.full(TEMPLATE_VARIANTS, -1, np.int64)  # of each slot's template
-        self._uses = np.zeros(TEMPLATE_VARIANTS, np.int64)  # of each slot, ever
+        self._slots = TemplateSlots(self._template, reuse)
         fields = {f["name"]: f["type"] for f in body}
         key = (name if "managed_profile" in holes else "",
-               *((h, repr(fields[h])) for h in self._layout.holes))
+               *((run, repr([fields[h] for h in run])) for run in self._layout.runs))
         if key not in tables:
             tables[key] = self._hole_table()
         self._holes = tables[key]
@@ -70,25 +99,7 @@ class TemplatePool:
     def bodies(self, holes: np.ndarray, slots: np.ndarray) -> list[bytes]:
         """Encoded bodies (event type first) of events with hole indices ``holes`` taking
         pooled templates ``slots``, in order."""
-        return list(map(operator.mod, self._formats(slots), self._holes[holes].tolist()))
-
-    def _formats(self, slots: np.ndarray) -> list[bytes]:
-        """The template each event gets: its slot's, rebuilt after every ``reuse`` uses."""
-        order = np.argsort(slots, kind="stable")
-        ordered = slots[order]
-        rank = np.empty_like(slots)
-        rank[order] = np.arange(slots.size) - np.searchsorted(ordered, ordered)
-        generation = (self._uses[slots] + rank) // self._reuse
-        self._uses += np.bincount(slots, minlength=TEMPLATE_VARIANTS)
-        wanted, which = np.unique(slots << 32 | generation, return_inverse=True)
-        formats = []
-        for key in wanted.tolist():  # in slot order, each slot's generations in order
-            slot, gen = key >> 32, key & 0xFFFF_FFFF
-            if self._generation[slot] != gen:
-                self._templates[slot], self._generation[slot] = self._template(), gen
-            formats.append(self._templates[slot])
-        chosen: list[bytes] = np.array(formats, object)[which].tolist()
-        return chosen
+        return list(map(operator.mod, self._slots.pick(slots), self._holes[holes].tolist()))
 
     def _template(self) -> bytes:
         rec = RECORDS[self.name](self._rng, None)
@@ -97,11 +108,11 @@ class TemplatePool:
     def _hole_table(self) -> np.ndarray:
         """Each subject's encoded hole values: one of its devices, each of its servers."""
         table = np.empty(len(self._subjects) * self.servers, object)
-        encoders = [(f, self._layout.encoders[f]) for f in self._layout.holes]
-        name, rng = self.name, self._rng
+        layout, name, rng = self._layout, self.name, self._rng
+        holes = [h for run in layout.runs for h in run]
         for i, subject in enumerate(self._subjects):
             device = subject.devices[rng.randrange(len(subject.devices))]
             for server in range(max(1, len(subject.servers))):
-                table[i * self.servers + server] = tuple([
-                    enc(subject_value(name, f, subject, device, server)) for f, enc in encoders])
+                table[i * self.servers + server] = layout.run_values(
+                    {h: subject_value(name, h, subject, device, server) for h in holes})
         return table

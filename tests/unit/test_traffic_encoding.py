@@ -17,10 +17,9 @@ import pytest
 from streams.avro_fast import compile_fields, compile_type, encode_long
 from streams.codec import default_codec
 from streams.traffic_control import consent_change, consent_record, subject_request
-from streams.traffic_layout import BodyLayout
+from streams.traffic_layout import BodyLayout, encode_longs
 from streams.traffic_model import FastRandom, Population, TrafficConfig
 from streams.traffic_records import RECORDS
-from streams.traffic_stream import _varints
 from streams.traffic_templates import SERVER_SCHEMAS, SUBJECT_FIELDS
 
 LONGS = [0, 1, -1, 63, 64, -64, -65, 8191, 8192, -8193, 2**27, 2**28, 2**41 - 1, 2**41,
@@ -74,7 +73,7 @@ def test_spliced_template_matches_fastavro(schema: str) -> None:
             rec = {k: f"%{v}%" if k in strings and v is not None else v
                    for k, v in rec.items()}
             rec.update({k: -19 for k in ("file_count", "item_count", "latency_ms") if k in rec})
-        assert layout.template(rec, b"\x25") % layout.hole_values(rec) == b"\x25" + whole(rec)
+        assert layout.template(rec, b"\x25") % layout.run_values(rec) == b"\x25" + whole(rec)
 
 
 def test_compile_type_matches_fastavro() -> None:
@@ -83,11 +82,14 @@ def test_compile_type_matches_fastavro() -> None:
     assert compile_type("boolean")(True) == _fastavro("boolean", True)
 
 
-def test_bulk_varints_match_encode_long() -> None:
+def test_bulk_longs_match_encode_long() -> None:
     times = np.array([1_767_225_600_000 + i * 17 for i in range(1_000)], np.int64)
-    assert _varints(times) == [encode_long(int(t)) for t in times]
-    mixed = np.array([0, 1, 63, 64, 8191, 8192, -5, 2**40, 2**62], np.int64)
-    assert _varints(mixed) == [encode_long(int(v)) for v in mixed]
+    assert encode_longs(times) == [encode_long(int(t)) for t in times]
+    rng = random.Random(4)
+    mixed = LONGS + [rng.randint(-2**63, 2**63 - 1) for _ in range(1_000)] \
+        + [rng.randint(-20_000, 20_000) for _ in range(1_000)]
+    assert encode_longs(mixed) == [encode_long(v) for v in mixed]
+    assert encode_longs([]) == []
 
 
 def test_fast_random_draws_cover_their_ranges_evenly() -> None:
