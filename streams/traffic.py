@@ -70,14 +70,14 @@ def produce_stream(bootstrap: str, catalog: Catalog, config: TrafficConfig, *,
                 due = start + (stream.events + n) / rate
                 if (wait := due - time.monotonic()) > 0:
                     time.sleep(wait)
-            batch = stream.batch(n)
-            for topic, key, value in batch:
+            names, keys, values = stream.columns(n)
+            for topic, key, value in zip(names, keys, values, strict=True):
                 try:
                     produce(topics[topic], value, key)
                 except BufferError:
                     _produce_when_room(producer, topics[topic], value, key)
             poll(0)
-            sent += len(batch)
+            sent += len(values)
     if (left := producer.flush(60)) != 0:
         raise BrokerError(f"traffic: {left} messages not acknowledged by the broker")
     if failed:

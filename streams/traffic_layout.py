@@ -12,29 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from streams.avro_fast import Encoder, compile_fields, compile_type
 
-__all__ = ["BodyLayout", "encode_longs"]
-
-_WIDER = np.array([1 << (7 * k) for k in range(1, 10)], np.uint64)  # a varint's byte limits
-_SHIFTS = np.arange(0, 70, 7, dtype=np.uint64)
-
-
-def encode_longs(values: Sequence[int] | np.ndarray) -> list[bytes]:
-    """The Avro long (zig-zag varint) of each of ``values``, encoded in one numpy pass."""
-    v = np.asarray(values, np.int64)
-    zigzag = ((v << 1) ^ (v >> 63)).view(np.uint64)
-    widths = np.searchsorted(_WIDER, zigzag, side="right") + 1
-    width = int(widths.max()) if v.size else 1
-    digits = ((zigzag[:, None] >> _SHIFTS[:width]) & np.uint64(0x7F)).astype(np.uint8)
-    digits[np.arange(width) < widths[:, None] - 1] |= 0x80
-    blob = digits.tobytes()
-    if int(widths.min(initial=width)) == width:
-        return [blob[j:j + width] for j in range(0, len(blob), width)]
-    return [blob[j:j + w] for j, w in zip(range(0, len(blob), width), widths.tolist(),
-                                          strict=True)]
+__all__ = ["BodyLayout"]
 
 
 class BodyLayout:

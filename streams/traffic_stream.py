@@ -20,6 +20,7 @@ names (``raw.playback``, ``control.consent``, ...); the producer maps them.
 from __future__ import annotations
 
 import gc
+import operator
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -32,7 +33,6 @@ from streams.avro_fast import compile_fields, encode_long, encode_string
 from streams.codec import Codec, default_codec
 from streams.traffic_control import consent_change, consent_record, subject_request
 from streams.traffic_faults import corrupt
-from streams.traffic_layout import encode_longs
 from streams.traffic_model import (
     DAY_MS,
     FastRandom,
@@ -41,19 +41,22 @@ from streams.traffic_model import (
     uuid_of,
     year_of,
 )
-from streams.traffic_sessions import Sessions
+from streams.traffic_playback import Playback
+from streams.traffic_sessions import SessionMaker
 from streams.traffic_templates import (
     SERVER_SCHEMAS,
     TEMPLATE_REUSE,
     TEMPLATE_VARIANTS,
     TemplatePool,
 )
+from streams.traffic_varints import encode_times
 
-__all__ = ["CHUNK", "Message", "TrafficStream", "gc_paused"]
+__all__ = ["CHUNK", "Columns", "Message", "TrafficStream", "gc_paused"]
 
 Message = tuple[str, bytes, bytes]  # (logical topic, key, value)
+Columns = tuple[list[str], list[bytes], list[bytes]]  # topics, keys, values
 CHUNK = 1 << 14  # events drawn at once; an event id ends in its place in the chunk (4 hex)
-_ID_TAILS = [b"%04x" % k for k in range(CHUNK)]
+_ID_TAILS = np.array([b"%04x" % k for k in range(CHUNK)], object)
 _ENVELOPE = ["event_id", "subject_id", "event_time", "event_type"]
 
 
@@ -101,7 +104,6 @@ class TrafficStream:
             self._headers[name] = b"\x00" + info.id.to_bytes(4, "big")
             self._controls[name] = compile_fields(info.parsed["fields"])
         topics = []
-        self._heads: list[bytes] = []  # framing header of each schema of the mix
         self._pools: dict[str, TemplatePool] = {}
         tables: dict[tuple[Any, ...], np.ndarray] = {}
         for name in self._names:
@@ -112,11 +114,11 @@ class TrafficStream:
                 raise ValueError(f"{name}: input schemas must start with the envelope fields")
             types = {s: encode_long(i) for i, s in enumerate(fields[3]["type"]["symbols"])}
             self._headers[name] = b"\x00" + info.id.to_bytes(4, "big")
-            self._heads.append(self._headers[name])
             topics.append(info.topic)
             if name == "PlaybackEvent":
-                self._sessions = Sessions(fields[4:], types, self.population, config,
-                                          template_reuse, self.rng, self._bulk, self.deleted)
+                maker = SessionMaker(fields[4:], self.population, config, template_reuse,
+                                     self.rng, self._bulk)
+                self._playback = Playback(maker, types, len(subjects), self.deleted)
             else:
                 self._pools[name] = TemplatePool(name, fields[4:], types, self.population,
                                                  int(self._servers.max()), template_reuse,
@@ -130,9 +132,9 @@ class TrafficStream:
         out = []
         at = self.config.start_ms - DAY_MS
         year = year_of(self.config.start_ms)
+        rng = FastRandom(f"{self.config.seed}:consents")
         for i, s in enumerate(self.population.subjects):
             if s.has_consent:
-                rng = FastRandom(f"{self.config.seed}:c:{s.subject_id}")
                 rec = consent_record(s, at, rng, year)
                 self.consents[i] = rec
                 out.append(self._control("control.consent", "ConsentRecord", i, rec))
@@ -208,49 +210,72 @@ class TrafficStream:
 
     def batch(self, n: int) -> list[Message]:
         """The next ``n`` input events (some replaced by bad records) plus control records."""
-        out: list[Message] = []
+        return list(zip(*self.columns(n), strict=True))
+
+    def columns(self, n: int) -> Columns:
+        """``batch(n)`` as three lists: topics, keys, values (no tuple per message)."""
+        topics: list[str] = []
+        keys: list[bytes] = []
+        values: list[bytes] = []
         with gc_paused():
             if not self._started:
                 self._started = True
-                out.extend(self.initial_consents())
+                for topic, key, value in self.initial_consents():
+                    topics.append(topic)
+                    keys.append(key)
+                    values.append(value)
             done = 0
             while done < n:
                 size = min(CHUNK, n - done)
-                out.extend(self._chunk(size))
+                more = self._chunk(size)
+                topics += more[0]
+                keys += more[1]
+                values += more[2]
                 done += size
         self.events += n
-        return out
+        return topics, keys, values
 
-    def _chunk(self, n: int) -> list[Message]:
+    def _chunk(self, n: int) -> Columns:
         bulk, cfg = self._bulk, self.config
         codes = np.searchsorted(self._cum, bulk.random(n) * self._cum[-1], side="right")
         times = self.clock + np.cumsum(bulk.integers(0, 2 * cfg.event_gap_ms + 1, n))
         self.clock = int(times[-1])
         controls = self._control_records(n, times.tolist())
-        subjects = np.empty(n, np.int64)
-        bodies = np.empty(n, object)
+        # The envelope: framing header and event id (length 36: run prefix, chunk number,
+        # place in the chunk) of each schema, subject id and event time of each event.
+        id_head = b"\x48" + f"{self._id_prefix}{self._chunks:08x}".encode()
+        self._chunks += 1
+        lows, highs = encode_times(times)
+        # Events grouped by schema (in event order within one): each group is encoded at
+        # once, and the groups' outputs, concatenated, are the events in ``order``.
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(self._names) + 1)).tolist()
+        encoded: list[bytes] = []
+        who: list[np.ndarray] = []
         for code, name in enumerate(self._names):
-            at = np.flatnonzero(codes == code)
+            at = order[bounds[code]:bounds[code + 1]]
             if not at.size:
                 continue
+            head, ids = self._headers[name] + id_head, _ID_TAILS[at].tolist()
+            clock = lows[at].tolist(), highs[at].tolist()
             if name == "PlaybackEvent":
-                bodies[at], subjects[at] = self._sessions.bodies(
-                    times[at].tolist(), bulk.random((4, at.size)).tolist())
+                played, watchers = self._playback.values(head, ids, clock, times[at],
+                                                          bulk.random((3, at.size)))
+                encoded += played
+                who.append(watchers)
                 continue
             pool = self._pools[name]
-            who = self._draw_subjects(at.size, name in SERVER_SCHEMAS)
-            holes = who * pool.servers
+            subjects = self._draw_subjects(at.size, name in SERVER_SCHEMAS)
+            holes = subjects * pool.servers
             if name in SERVER_SCHEMAS:
-                holes += (bulk.random(at.size) * self._servers[who]).astype(np.int64)
-            bodies[at] = pool.bodies(holes, bulk.integers(0, TEMPLATE_VARIANTS, at.size))
-            subjects[at] = who
-        # The envelope: framing header, event id (length 36, run prefix, chunk, place in the
-        # chunk), subject id, event time; then the body.
-        ids = f"{self._id_prefix}{self._chunks:08x}".encode()
-        self._chunks += 1
-        heads = np.array([h + b"\x48" + ids for h in self._heads], object)[codes].tolist()
-        values = list(map(b"".join, zip(heads, _ID_TAILS[:n], self._sids[subjects].tolist(),
-                                        encode_longs(times), bodies.tolist(), strict=True)))
+                holes += (bulk.random(at.size) * self._servers[subjects]).astype(np.int64)
+            encoded += pool.values(head, ids, self._sids[subjects].tolist(), clock, holes,
+                                   bulk.integers(0, TEMPLATE_VARIANTS, at.size))
+            who.append(subjects)
+        where = np.empty(n, np.intp)
+        where[order] = np.arange(n)
+        values = list(operator.itemgetter(*where.tolist())(encoded)) if n > 1 else encoded
+        subjects = np.concatenate(who)[where]
         topics: list[str] = self._topics[codes].tolist()
         keys: list[bytes] = self._keys[subjects].tolist()
         good = codes
@@ -266,17 +291,11 @@ class TrafficStream:
             if count:
                 self.schema_counts[self._names[code]] += count
         self.topic_counts.update(topics)
-        msgs = list(zip(topics, keys, values, strict=True))
-        if not controls:
-            return msgs
-        out: list[Message] = []
-        start = 0
-        for k, records in controls:
-            out += msgs[start:k + 1]
-            out += records
-            start = k + 1
-        out += msgs[start:]
-        return out
+        for k, records in reversed(controls):  # each after the event it follows
+            topics[k + 1:k + 1] = [r[0] for r in records]
+            keys[k + 1:k + 1] = [r[1] for r in records]
+            values[k + 1:k + 1] = [r[2] for r in records]
+        return topics, keys, values
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 import operator
 import random
 from collections.abc import Callable, Mapping, Sequence
+from itertools import repeat
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -26,7 +27,7 @@ __all__ = ["SERVER_SCHEMAS", "SUBJECT_FIELDS", "TEMPLATE_REUSE", "TEMPLATE_VARIA
 T = TypeVar("T")
 
 TEMPLATE_VARIANTS = 64
-TEMPLATE_REUSE = 64
+TEMPLATE_REUSE = 128
 SERVER_SCHEMAS = frozenset({"ServerConfigEvent", "CrashReportEvent", "PushNotificationEvent",
                             "ServerLibraryEvent", "RelayTransferEvent", "MetadataMatchEvent",
                             "IntegrationFulfilmentEvent"})
@@ -40,32 +41,27 @@ SUBJECT_FIELDS: dict[str, tuple[str, ...]] = {
 
 
 class TemplateSlots(Generic[T]):
-    """``TEMPLATE_VARIANTS`` slots, each holding a template that ``build`` makes anew
-    after every ``reuse`` uses."""
+    """``TEMPLATE_VARIANTS`` templates, each replaced by a new one from ``build`` after
+    ``reuse`` uses on average: the oldest is rebuilt for every ``reuse`` uses."""
 
     def __init__(self, build: Callable[[], T], reuse: int) -> None:
         self._build, self._reuse = build, reuse
-        self._templates: list[T | None] = [None] * TEMPLATE_VARIANTS
-        self._generation = np.full(TEMPLATE_VARIANTS, -1, np.int64)  # of each slot's template
-        self._uses = np.zeros(TEMPLATE_VARIANTS, np.int64)  # of each slot, ever
+        # Filled one by one: numpy would unpack a template that is a tuple.
+        self._templates = np.empty(TEMPLATE_VARIANTS, object)
+        for slot in range(TEMPLATE_VARIANTS):
+            self._templates[slot] = build()
+        self._oldest = 0
+        self._due = 0.0  # rebuilds owed
 
     def pick(self, slots: np.ndarray) -> list[T]:
-        """The templates of successive uses of ``slots`` (rebuilding as they wear out)."""
-        order = np.argsort(slots, kind="stable")
-        ordered = slots[order]
-        rank = np.empty_like(slots)
-        rank[order] = np.arange(slots.size) - np.searchsorted(ordered, ordered)
-        generation = (self._uses[slots] + rank) // self._reuse
-        self._uses += np.bincount(slots, minlength=TEMPLATE_VARIANTS)
-        wanted, which = np.unique(slots << 32 | generation, return_inverse=True)
-        chosen = np.empty(wanted.size, object)  # filled one by one: templates may be tuples
-        for n, key in enumerate(wanted.tolist()):  # slot by slot, generations in order
-            slot, gen = key >> 32, key & 0xFFFF_FFFF
-            if self._generation[slot] != gen:
-                self._templates[slot], self._generation[slot] = self._build(), gen
-            chosen[n] = self._templates[slot]
-        out: list[T] = chosen[which].tolist()
-        return out
+        """The templates at ``slots``, after rebuilding the oldest ones these uses wear out."""
+        self._due += slots.size / self._reuse
+        for _ in range(int(self._due)):
+            self._templates[self._oldest] = self._build()
+            self._oldest = (self._oldest + 1) % TEMPLATE_VARIANTS
+        self._due -= int(self._due)
+        chosen: list[T] = self._templates[slots].tolist()
+        return chosen
 
 
 class TemplatePool:
@@ -96,14 +92,20 @@ class TemplatePool:
             tables[key] = self._hole_table()
         self._holes = tables[key]
 
-    def bodies(self, holes: np.ndarray, slots: np.ndarray) -> list[bytes]:
-        """Encoded bodies (event type first) of events with hole indices ``holes`` taking
-        pooled templates ``slots``, in order."""
-        return list(map(operator.mod, self._slots.pick(slots), self._holes[holes].tolist()))
+    def values(self, head: bytes, ids: list[bytes], sids: list[bytes],
+               times: tuple[list[bytes], list[bytes]], holes: np.ndarray,
+               slots: np.ndarray) -> list[bytes]:
+        """Encoded records: envelope ``head``, event-id tails ``ids``, encoded subject ids
+        and event times (two pieces), then the body of pooled template ``slots`` with the
+        hole values at ``holes``, one per event."""
+        runs = zip(*self._holes[holes].tolist(), strict=True)  # a column per run of holes
+        return list(map(operator.mod, self._slots.pick(slots),
+                        zip(repeat(head), ids, sids, *times, *runs)))
 
     def _template(self) -> bytes:
+        """A record's format: five %b for the envelope, then event type and body."""
         rec = RECORDS[self.name](self._rng, None)
-        return self._layout.template(rec, self._types[rec["event_type"]])
+        return b"%b%b%b%b%b" + self._layout.template(rec, self._types[rec["event_type"]])
 
     def _hole_table(self) -> np.ndarray:
         """Each subject's encoded hole values: one of its devices, each of its servers."""

@@ -17,10 +17,11 @@ import pytest
 from streams.avro_fast import compile_fields, compile_type, encode_long
 from streams.codec import default_codec
 from streams.traffic_control import consent_change, consent_record, subject_request
-from streams.traffic_layout import BodyLayout, encode_longs
+from streams.traffic_layout import BodyLayout
 from streams.traffic_model import FastRandom, Population, TrafficConfig
 from streams.traffic_records import RECORDS
 from streams.traffic_templates import SERVER_SCHEMAS, SUBJECT_FIELDS
+from streams.traffic_varints import encode_longs, encode_times
 
 LONGS = [0, 1, -1, 63, 64, -64, -65, 8191, 8192, -8193, 2**27, 2**28, 2**41 - 1, 2**41,
          -2**41, 2**62, -2**63, 2**63 - 1]
@@ -90,6 +91,14 @@ def test_bulk_longs_match_encode_long() -> None:
         + [rng.randint(-20_000, 20_000) for _ in range(1_000)]
     assert encode_longs(mixed) == [encode_long(v) for v in mixed]
     assert encode_longs([]) == []
+
+
+def test_event_times_in_two_pieces_are_their_longs() -> None:
+    for start in (1_767_225_600_000, 0, 8_000, -5):
+        times = np.cumsum(np.random.default_rng(1).integers(0, 41, 20_000)) + start
+        lows, highs = encode_times(times)
+        assert [a + b for a, b in zip(lows, highs, strict=True)] == encode_longs(times)
+    assert [p.size for p in encode_times([])] == [0, 0]
 
 
 def test_fast_random_draws_cover_their_ranges_evenly() -> None:
