@@ -20,6 +20,7 @@ import sys
 import time
 import uuid
 
+from streams.traffic import BATCH
 from streams.traffic_model import TrafficConfig
 from streams.traffic_stream import TrafficStream, gc_paused
 
@@ -29,9 +30,9 @@ def model_only(events: int, seed: int) -> dict[str, object]:
     stream = TrafficStream(TrafficConfig(seed=seed))
     start, cpu = time.perf_counter(), time.process_time()
     messages = nbytes = 0
-    with gc_paused():  # as produce_stream runs
+    with gc_paused():  # as produce_stream runs, in its batches
         while stream.events < events:
-            _, _, values = stream.columns(min(5_000, events - stream.events))
+            _, _, values = stream.columns(min(BATCH, events - stream.events))
             messages += len(values)
             nbytes += sum(map(len, values))
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu

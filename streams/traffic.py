@@ -19,11 +19,12 @@ from streams.errors import BrokerError
 from streams.settings import Settings
 from streams.topics import Catalog
 from streams.traffic_model import TrafficConfig
-from streams.traffic_stream import TrafficStream, gc_paused
+from streams.traffic_stream import CHUNK, TrafficStream, gc_paused
 
 __all__ = ["BATCH", "generate", "produce_stream"]
 
-BATCH = 5_000
+BATCH = CHUNK  # events per batch: the stream draws a chunk at once, smaller ones cost more
+RATE_STEP_S = 0.1  # with a rate, a batch is at most this much of it, so sends stay smooth
 QUEUE_FULL_TIMEOUT_S = 60.0
 
 
@@ -62,10 +63,11 @@ def produce_stream(bootstrap: str, catalog: Catalog, config: TrafficConfig, *,
     start, cpu = time.monotonic(), time.process_time()
     deadline = start + seconds if seconds is not None else None
     sent = 0
+    size = BATCH if rate <= 0 else max(1, min(BATCH, int(rate * RATE_STEP_S)))
     with gc_paused():
         while (events is None or stream.events < events) and \
                 (deadline is None or time.monotonic() < deadline):
-            n = BATCH if events is None else min(BATCH, events - stream.events)
+            n = size if events is None else min(size, events - stream.events)
             if rate > 0:  # token bucket: the batch waits for the tokens it spends
                 due = start + (stream.events + n) / rate
                 if (wait := due - time.monotonic()) > 0:
