@@ -1,15 +1,16 @@
 """Produce synthetic traffic to the catalog topics: batches, a token bucket, a summary.
 
 ``generate`` drives a ``TrafficStream`` (pure, seeded) into Kafka with one confluent-kafka
-producer: ``produce`` in a loop, one ``poll(0)`` per batch, one ``flush`` at the end. The
-producer reports only failed deliveries (``delivery.report.only.error``), so the hot path
-has no per-message callback and a message the broker never took still fails the run.
-Keys are the subject id (UTF-8).
+producer: ``produce`` mapped over a batch, one ``poll(0)`` per batch, one ``flush`` at the
+end. The producer reports only failed deliveries (``delivery.report.only.error``), so the
+hot path has no per-message callback and a message the broker never took still fails the
+run. Keys are the subject id (UTF-8).
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any
 
 from confluent_kafka import KafkaError, Producer
@@ -34,18 +35,27 @@ def _topic_map(catalog: Catalog) -> dict[str, str]:
             for f in ("raw_playback", "raw_activity", "raw_server", "consent", "requests")}
 
 
-def _produce_when_room(producer: Producer, topic: str, value: bytes, key: bytes) -> None:
-    """Produce once the local queue has room: the producer drains it while polled."""
+def _wait_for_room(producer: Producer, n: int) -> None:
+    """Return once the local queue can take ``n`` more messages: the producer drains it
+    while polled (``len(producer)`` counts messages not yet reported delivered)."""
     deadline = time.monotonic() + QUEUE_FULL_TIMEOUT_S
-    while True:
+    while len(producer) + n > kafka_clients.PRODUCER_QUEUE_MESSAGES:
+        if time.monotonic() > deadline:
+            raise BrokerError(f"traffic: the producer queue stayed full for "
+                              f"{QUEUE_FULL_TIMEOUT_S:.0f}s; is the broker up?")
         producer.poll(0.1)
-        try:
-            producer.produce(topic, value, key)
-            return
-        except BufferError:
-            if time.monotonic() > deadline:
-                raise BrokerError(f"traffic: the producer queue stayed full for "
-                                  f"{QUEUE_FULL_TIMEOUT_S:.0f}s; is the broker up?") from None
+
+
+def _produce(producer: Producer, topics: list[str], values: list[bytes],
+             keys: list[bytes]) -> None:
+    """Queue a batch: ``produce`` mapped from C takes a quarter fewer instructions per
+    message than a Python loop calling it (callgrind); room is made first, so the queue
+    cannot fill midway."""
+    _wait_for_room(producer, len(values))
+    try:
+        deque(map(producer.produce, topics, values, keys), maxlen=0)
+    except BufferError as exc:  # over queue.buffering.max.kbytes: messages far too big
+        raise BrokerError(f"traffic: the producer queue is full: {exc}") from exc
 
 
 def produce_stream(bootstrap: str, catalog: Catalog, config: TrafficConfig, *,
@@ -59,7 +69,7 @@ def produce_stream(bootstrap: str, catalog: Catalog, config: TrafficConfig, *,
     failed: list[KafkaError] = []
     producer = kafka_clients.producer(bootstrap, **{
         "delivery.report.only.error": True, "on_delivery": lambda err, _msg: failed.append(err)})
-    produce, poll = producer.produce, producer.poll
+    poll = producer.poll
     start, cpu = time.monotonic(), time.process_time()
     deadline = start + seconds if seconds is not None else None
     sent = 0
@@ -73,11 +83,7 @@ def produce_stream(bootstrap: str, catalog: Catalog, config: TrafficConfig, *,
                 if (wait := due - time.monotonic()) > 0:
                     time.sleep(wait)
             names, keys, values = stream.columns(n)
-            for topic, key, value in zip(names, keys, values, strict=True):
-                try:
-                    produce(topics[topic], value, key)
-                except BufferError:
-                    _produce_when_room(producer, topics[topic], value, key)
+            _produce(producer, list(map(topics.__getitem__, names)), values, keys)
             poll(0)
             sent += len(values)
     if (left := producer.flush(60)) != 0:
