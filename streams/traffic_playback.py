@@ -71,7 +71,8 @@ class Playback:
         three uniform draws each (rows: slot, choice, seek target)."""
         n = now.size
         slot = (draws[0] * self.cap).astype(np.int64)
-        order = np.argsort(slot, kind="stable")  # by slot, in time order within one
+        # by slot, in time order within one (as 16-bit numbers: a radix sort)
+        order = np.argsort(slot.astype(np.uint16), kind="stable")
         at_slot = slot[order]
         rank = np.arange(n) - np.searchsorted(at_slot, at_slot)  # within the slot
         s, table = self._sessions(at_slot, rank, np.bincount(slot, minlength=self.cap), order)
