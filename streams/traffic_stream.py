@@ -105,7 +105,7 @@ class TrafficStream:
             self._controls[name] = compile_fields(info.parsed["fields"])
         topics = []
         self._pools: dict[str, TemplatePool] = {}
-        tables: dict[tuple[Any, ...], np.ndarray] = {}
+        tables: dict[tuple[Any, ...], tuple[np.ndarray, ...]] = {}
         for name in self._names:
             info = catalog.get(name)
             assert info is not None and info.topic is not None
@@ -145,7 +145,7 @@ class TrafficStream:
         self.schema_counts[schema] += 1
         return topic, self.keys[i], self._headers[schema] + self._controls[schema](rec)
 
-    def _control_records(self, n: int, now: list[int]) -> list[tuple[int, list[Message]]]:
+    def _control_records(self, n: int, now: np.ndarray) -> list[tuple[int, list[Message]]]:
         """Consent changes and subject requests following events of a chunk of ``n``:
         (event position, records), in order."""
         bulk, cfg = self._bulk, self.config
@@ -153,7 +153,8 @@ class TrafficStream:
         due += [(int(k), 1) for k in np.flatnonzero(bulk.random(n) < cfg.request_rate)]
         out: dict[int, list[Message]] = {}
         for k, kind in sorted(due):
-            msg = self._consent_change(now[k]) if kind == 0 else self._request(now[k])
+            at = int(now[k])
+            msg = self._consent_change(at) if kind == 0 else self._request(at)
             if msg is not None:
                 out.setdefault(k, []).append(msg)
         return sorted(out.items())
@@ -240,7 +241,7 @@ class TrafficStream:
         codes = np.searchsorted(self._cum, bulk.random(n) * self._cum[-1], side="right")
         times = self.clock + np.cumsum(bulk.integers(0, 2 * cfg.event_gap_ms + 1, n))
         self.clock = int(times[-1])
-        controls = self._control_records(n, times.tolist())
+        controls = self._control_records(n, times)
         # The envelope: framing header and event id (length 36: run prefix, chunk number,
         # place in the chunk) of each schema, subject id and event time of each event.
         id_head = b"\x48" + f"{self._id_prefix}{self._chunks:08x}".encode()

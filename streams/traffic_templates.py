@@ -75,7 +75,7 @@ class TemplatePool:
 
     def __init__(self, name: str, body: Sequence[Mapping[str, Any]], types: Mapping[str, bytes],
                  population: Population, servers: int, reuse: int, rng: random.Random,
-                 tables: dict[tuple[Any, ...], np.ndarray]) -> None:
+                 tables: dict[tuple[Any, ...], tuple[np.ndarray, ...]]) -> None:
         self.name = name
         self.servers = servers
         holes = SUBJECT_FIELDS.get(name, ("server_id",) if name in SERVER_SCHEMAS else ())
@@ -98,7 +98,7 @@ class TemplatePool:
         """Encoded records: envelope ``head``, event-id tails ``ids``, encoded subject ids
         and event times (two pieces), then the body of pooled template ``slots`` with the
         hole values at ``holes``, one per event."""
-        runs = zip(*self._holes[holes].tolist(), strict=True)  # a column per run of holes
+        runs = [column[holes].tolist() for column in self._holes]
         return list(map(operator.mod, self._slots.pick(slots),
                         zip(repeat(head), ids, sids, *times, *runs)))
 
@@ -107,14 +107,17 @@ class TemplatePool:
         rec = RECORDS[self.name](self._rng, None)
         return b"%b%b%b%b%b" + self._layout.template(rec, self._types[rec["event_type"]])
 
-    def _hole_table(self) -> np.ndarray:
-        """Each subject's encoded hole values: one of its devices, each of its servers."""
-        table = np.empty(len(self._subjects) * self.servers, object)
+    def _hole_table(self) -> tuple[np.ndarray, ...]:
+        """Each subject's encoded hole values (one of its devices, each of its servers), a
+        column per run of holes: events take their values column by column, no tuple each."""
         layout, name, rng = self._layout, self.name, self._rng
+        table = tuple(np.empty(len(self._subjects) * self.servers, object) for _ in layout.runs)
         holes = [h for run in layout.runs for h in run]
         for i, subject in enumerate(self._subjects):
             device = subject.devices[rng.randrange(len(subject.devices))]
             for server in range(max(1, len(subject.servers))):
-                table[i * self.servers + server] = layout.run_values(
+                values = layout.run_values(
                     {h: subject_value(name, h, subject, device, server) for h in holes})
+                for column, value in zip(table, values, strict=True):
+                    column[i * self.servers + server] = value
         return table
