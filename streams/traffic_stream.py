@@ -20,7 +20,6 @@ names (``raw.playback``, ``control.consent``, ...); the producer maps them.
 from __future__ import annotations
 
 import gc
-import operator
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -273,10 +272,11 @@ class TrafficStream:
             encoded += pool.values(head, ids, self._sids[subjects].tolist(), clock, holes,
                                    bulk.integers(0, TEMPLATE_VARIANTS, at.size))
             who.append(subjects)
-        where = np.empty(n, np.intp)
-        where[order] = np.arange(n)
-        values = list(operator.itemgetter(*where.tolist())(encoded)) if n > 1 else encoded
-        subjects = np.concatenate(who)[where]
+        in_order = np.empty(n, object)
+        in_order[order] = encoded
+        values: list[bytes] = in_order.tolist()
+        subjects = np.empty(n, np.int64)
+        subjects[order] = np.concatenate(who)
         topics: list[str] = self._topics[codes].tolist()
         keys: list[bytes] = self._keys[subjects].tolist()
         good = codes
