@@ -26,7 +26,7 @@ from itertools import repeat
 import numpy as np
 
 from streams.traffic_sessions import SESSION_BATCH, SessionMaker
-from streams.traffic_varints import encode_longs
+from streams.traffic_varints import encode_under_2_27
 
 __all__ = ["CONCURRENT_SESSIONS", "KINDS", "Playback"]
 
@@ -103,9 +103,10 @@ class Playback:
         back = np.empty(n, np.intp)
         back[order] = np.arange(n)
         s, kind, where = s[back], kind[back], where[back]
+        positions = (piece.tolist() for piece in encode_under_2_27(where))  # durations < 3 h
         values = list(map(b"".join, zip(repeat(head), ids, sid[s].tolist(), *times,
                                         self._types[kind].tolist(), pre[s].tolist(),
-                                        encode_longs(where), post[s].tolist())))
+                                        *positions, post[s].tolist())))
         return values, subject[s]
 
     def _sessions(self, at_slot: np.ndarray, rank: np.ndarray, slot_events: np.ndarray,

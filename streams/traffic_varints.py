@@ -9,12 +9,15 @@ import numpy as np
 
 from streams.avro_fast import encode_long
 
-__all__ = ["encode_longs", "encode_times"]
+__all__ = ["encode_longs", "encode_times", "encode_under_2_27"]
 
 _WIDER = np.array([1 << (7 * k) for k in range(1, 10)], np.uint64)  # a varint's byte limits
 _SHIFTS = np.arange(0, 70, 7, dtype=np.uint64)
 # The first two bytes of every varint longer than two bytes, by its low 14 bits.
 _LOW = np.array([bytes(((z & 0x7F) | 0x80, (z >> 7) | 0x80)) for z in range(1 << 14)], object)
+# Every varint of one or two bytes (of a zig-zag value under 2**14).
+_SHORT = np.array([bytes((z,)) if z < 0x80 else bytes(((z & 0x7F) | 0x80, z >> 7))
+                   for z in range(1 << 14)], object)
 
 
 def _zigzag(values: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -53,3 +56,16 @@ def encode_times(values: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.nda
         rests[n] = encode_long(h >> 1) if h % 2 == 0 else encode_long(-(h >> 1) - 1)
     lengths = np.diff(np.append(starts, zigzag.size))
     return _LOW[(zigzag & np.uint64(0x3FFF)).astype(np.intp)], np.repeat(rests, lengths)
+
+
+def encode_under_2_27(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Avro long of each of ``values``, all in [-2**27, 2**27) (playback positions), in
+    two pieces to concatenate, both looked up: about four times cheaper than ``encode_longs``,
+    which slices each varint out of a buffer in a Python loop."""
+    zigzag = _zigzag(values)
+    if zigzag.size and int(zigzag.max()) >= 1 << 28:
+        raise ValueError("encode_under_2_27: a value out of range")
+    low = (zigzag & np.uint64(0x3FFF)).astype(np.intp)
+    high = (zigzag >> np.uint64(14)).astype(np.intp)
+    short = high == 0
+    return np.where(short, _SHORT[low], _LOW[low]), np.where(short, b"", _SHORT[high])

@@ -21,7 +21,7 @@ from streams.traffic_layout import BodyLayout
 from streams.traffic_model import FastRandom, Population, TrafficConfig
 from streams.traffic_records import RECORDS
 from streams.traffic_templates import SERVER_SCHEMAS, SUBJECT_FIELDS
-from streams.traffic_varints import encode_longs, encode_times
+from streams.traffic_varints import encode_longs, encode_times, encode_under_2_27
 
 LONGS = [0, 1, -1, 63, 64, -64, -65, 8191, 8192, -8193, 2**27, 2**28, 2**41 - 1, 2**41,
          -2**41, 2**62, -2**63, 2**63 - 1]
@@ -99,6 +99,15 @@ def test_event_times_in_two_pieces_are_their_longs() -> None:
         lows, highs = encode_times(times)
         assert [a + b for a, b in zip(lows, highs, strict=True)] == encode_longs(times)
     assert [p.size for p in encode_times([])] == [0, 0]
+
+
+def test_longs_under_2_27_in_two_pieces_are_their_longs() -> None:
+    values = np.array([0, 1, -1, 63, 64, -64, -65, 8191, 8192, -8193, 2**20, 10_800_000,
+                       2**27 - 1, -2**27])
+    first, rest = encode_under_2_27(values)
+    assert [a + b for a, b in zip(first, rest, strict=True)] == encode_longs(values)
+    with pytest.raises(ValueError):
+        encode_under_2_27(np.array([2**27]))
 
 
 def test_fast_random_draws_cover_their_ranges_evenly() -> None:
