@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams import generalize as g
 from streams import pseudonym
@@ -63,3 +66,14 @@ def test_pseudonym_is_keyed_domain_separated_and_not_a_plain_hash() -> None:
     assert len(pseudonym.new_subject_key()) == pseudonym.KEY_BYTES
     pseudonym.forget_cache()
     assert pseudonym.pseudonymize.cache_info().currsize == 0
+
+
+@given(st.binary(min_size=0, max_size=150), st.binary(max_size=300))
+def test_cached_pad_hmac_equals_the_standard_library(key: bytes, msg: bytes) -> None:
+    """The pad-caching HMAC is HMAC-SHA256 (RFC 2104) for any key length, before and
+    after its pad cache is cleared."""
+    expected = hmac.digest(key, msg, "sha256")
+    assert pseudonym.hmac_sha256(key, msg) == expected
+    assert pseudonym.hmac_sha256(key, msg) == expected  # cached pads
+    pseudonym.forget_cache()
+    assert pseudonym.hmac_sha256(key, msg) == expected
