@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -77,3 +79,16 @@ def test_cached_pad_hmac_equals_the_standard_library(key: bytes, msg: bytes) -> 
     assert pseudonym.hmac_sha256(key, msg) == expected  # cached pads
     pseudonym.forget_cache()
     assert pseudonym.hmac_sha256(key, msg) == expected
+
+
+@given(st.one_of(st.ip_addresses(v=6), st.ip_addresses(v=4)))
+def test_ip_prefix_equals_the_ipaddress_network_C19(ip: Any) -> None:
+    """C19: the fast prefix is exactly the network ``ipaddress`` computes (IPv4-mapped IPv6
+    addresses generalize as their IPv4 address)."""
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if mapped is not None:
+        expected = str(ipaddress.ip_network((mapped, 24), strict=False))
+    else:
+        expected = str(ipaddress.ip_network((ip, 24 if ip.version == 4 else 48), strict=False))
+    g.ip_prefix.cache_clear()
+    assert g.ip_prefix(str(ip)) == expected
