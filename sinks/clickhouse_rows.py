@@ -1,55 +1,48 @@
 """Sink batches as Arrow tables shaped like the ClickHouse tables (pure: no I/O).
 
-The sink inserts these with ``client.insert_arrow``: pyarrow builds every column in C,
-where clickhouse-connect's row encoder walks each value (and each map entry) in Python,
-which capped the sink far below the engine. The schemas below name the exact column
-types, so a record that does not fit fails here with ``SinkWriteError`` naming the table,
-before anything reaches the engine.
+The sink inserts these with ``client.insert_arrow``. pyarrow converts each column in C,
+where clickhouse-connect's own encoder walks every value and every map entry in Python
+(that encoder capped the sink far below the engine, issue 6). Per-row Python work is
+one list comprehension per column; nothing else allocates per row. The schemas name the
+exact column types, so a record that does not fit fails here with ``SinkWriteError``
+naming the table, before anything reaches the engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from itertools import accumulate, chain
-from typing import Any
+from collections.abc import Callable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sinks.base import Batch
 from sinks.errors import SinkWriteError
 from sinks.sink_policy import RowRetention
 
+_STR = pa.string()
+_ATTRIBUTES = pa.map_(_STR, _STR)
+_MEASURES = pa.map_(_STR, pa.float64())
 EVENTS_SCHEMA = pa.schema([
-    ("event_id", pa.string()), ("subject_pseudonym", pa.string()), ("source", pa.string()),
-    ("event_type", pa.string()), ("event_time_ms", pa.int64()),
-    ("processing_region", pa.string()), ("policy_version", pa.string()),
-    ("attributes", pa.map_(pa.string(), pa.string())),
-    ("measures", pa.map_(pa.string(), pa.float64())), ("data_category", pa.string()),
-    ("retention_hours", pa.uint32()), ("_topic", pa.string()), ("_partition", pa.uint16()),
-    ("_offset", pa.uint64()),
+    ("event_id", _STR), ("subject_pseudonym", _STR), ("source", _STR),
+    ("event_type", _STR), ("event_time_ms", pa.int64()), ("processing_region", _STR),
+    ("policy_version", _STR), ("attributes", _ATTRIBUTES), ("measures", _MEASURES),
+    ("data_category", _STR), ("retention_hours", pa.uint32()),
+    ("_topic", _STR), ("_partition", pa.uint16()), ("_offset", pa.uint64()),
 ])
 CELLS_SCHEMA = pa.schema([
-    ("metric", pa.string()), ("window_start_ms", pa.int64()), ("window_ms", pa.int64()),
-    ("dimensions", pa.map_(pa.string(), pa.string())), ("count", pa.uint64()),
-    ("processing_region", pa.string()), ("retention_hours", pa.uint32()),
-    ("_topic", pa.string()), ("_partition", pa.uint16()), ("_offset", pa.uint64()),
+    ("metric", _STR), ("window_start_ms", pa.int64()), ("window_ms", pa.int64()),
+    ("dimensions", _ATTRIBUTES), ("count", pa.uint64()), ("processing_region", _STR),
+    ("retention_hours", pa.uint32()),
+    ("_topic", _STR), ("_partition", pa.uint16()), ("_offset", pa.uint64()),
 ])
+# Field names are Avro names ([A-Za-z_][A-Za-z0-9_]*), so these never occur in them.
+_FIELD_SEP, _PART_SEP = "\x1f", "\x1e"
 
 
-def map_array(maps: Sequence[Mapping[str, Any]], value_type: pa.DataType) -> pa.MapArray:
-    """One Arrow map per mapping, from flat keys, values and offsets (no per-row lists)."""
-    offsets = pa.array(accumulate(map(len, maps), initial=0), pa.int32())
-    keys = pa.array(chain.from_iterable(maps), pa.string())
-    values = pa.array(chain.from_iterable(m.values() for m in maps), value_type)
-    return pa.MapArray.from_arrays(offsets, keys, values)
-
-
-def _source_columns(batch: Batch, schema: pa.Schema) -> list[pa.Array]:
-    """``_topic``, ``_partition`` and ``_offset``: where each row was read from."""
-    n = len(batch)
-    return [pa.array([batch.tp.topic] * n, schema.field("_topic").type),
-            pa.array([batch.tp.partition] * n, schema.field("_partition").type),
-            pa.array(batch.offsets, schema.field("_offset").type)]
+def warm_up() -> None:
+    """pyarrow imports pandas on its first conversion of Python objects (about a second);
+    the sink pays that when it connects rather than inside its first write."""
+    pa.array([], _STR)
 
 
 def event_table(batch: Batch, retention: RowRetention) -> pa.Table:
@@ -72,37 +65,64 @@ def _checked(table: str, build: Callable[[], pa.Table]) -> pa.Table:
 
 def _events(batch: Batch, retention: RowRetention) -> pa.Table:
     recs = batch.records
-    sources = [r["source"] for r in recs]
-    attributes = [r.get("attributes") or {} for r in recs]
-    measures = [r.get("measures") or {} for r in recs]
-    categories, hours = retention.of_rows(sources, attributes, measures)
-    columns = [
-        pa.array([r["event_id"] for r in recs], pa.string()),
-        pa.array([r.get("subject_pseudonym") for r in recs], pa.string()),
-        pa.array(sources, pa.string()),
-        pa.array([r["event_type"] for r in recs], pa.string()),
+    sources = pa.array([r["source"] for r in recs], _STR)
+    attributes = pa.array([r.get("attributes") or {} for r in recs], _ATTRIBUTES)
+    measures = pa.array([r.get("measures") or {} for r in recs], _MEASURES)
+    categories, hours = row_retention(retention, sources, attributes, measures)
+    return pa.Table.from_arrays([
+        pa.array([r["event_id"] for r in recs], _STR),
+        pa.array([r.get("subject_pseudonym") for r in recs], _STR),
+        sources,
+        pa.array([r["event_type"] for r in recs], _STR),
         pa.array([r["event_time"] for r in recs], pa.int64()),
-        pa.array([r["processing_region"] for r in recs], pa.string()),
-        pa.array([r["policy_version"] for r in recs], pa.string()),
-        map_array(attributes, pa.string()),
-        map_array(measures, pa.float64()),
-        pa.array(categories, pa.string()),
-        pa.array(hours, pa.uint32()),
-        *_source_columns(batch, EVENTS_SCHEMA),
-    ]
-    return pa.Table.from_arrays(columns, schema=EVENTS_SCHEMA)
+        pa.array([r["processing_region"] for r in recs], _STR),
+        pa.array([r["policy_version"] for r in recs], _STR),
+        attributes, measures, categories, hours,
+        *_read_from(batch, EVENTS_SCHEMA),
+    ], schema=EVENTS_SCHEMA)
 
 
 def _cells(batch: Batch, retention_hours: int) -> pa.Table:
     recs = batch.records
-    columns = [
-        pa.array([r["metric"] for r in recs], pa.string()),
+    return pa.Table.from_arrays([
+        pa.array([r["metric"] for r in recs], _STR),
         pa.array([r["window_start"] for r in recs], pa.int64()),
         pa.array([r["window_ms"] for r in recs], pa.int64()),
-        map_array([r.get("dimensions") or {} for r in recs], pa.string()),
+        pa.array([r.get("dimensions") or {} for r in recs], _ATTRIBUTES),
         pa.array([r["count"] for r in recs], pa.uint64()),
-        pa.array([r["processing_region"] for r in recs], pa.string()),
+        pa.array([r["processing_region"] for r in recs], _STR),
         pa.array([retention_hours] * len(recs), pa.uint32()),
-        *_source_columns(batch, CELLS_SCHEMA),
-    ]
-    return pa.Table.from_arrays(columns, schema=CELLS_SCHEMA)
+        *_read_from(batch, CELLS_SCHEMA),
+    ], schema=CELLS_SCHEMA)
+
+
+def _read_from(batch: Batch, schema: pa.Schema) -> list[pa.Array]:
+    """``_topic``, ``_partition``, ``_offset``: where each row was consumed."""
+    n = len(batch)
+    return [pa.array([batch.tp.topic] * n, schema.field("_topic").type),
+            pa.array([batch.tp.partition] * n, schema.field("_partition").type),
+            pa.array(batch.offsets, schema.field("_offset").type)]
+
+
+def row_retention(retention: RowRetention, sources: pa.Array, attributes: pa.MapArray,
+                  measures: pa.MapArray) -> tuple[pa.Array, pa.Array]:
+    """``data_category`` and ``retention_hours`` of each row (C14).
+
+    A row's retention depends only on its source and field names, and a batch holds few
+    such shapes: Arrow groups the rows by shape, the policy is asked once per shape.
+    """
+    shapes = pc.binary_join_element_wise(
+        sources, _field_names(attributes), _field_names(measures), _PART_SEP
+    ).dictionary_encode()
+    found = []
+    for shape in shapes.dictionary.to_pylist():
+        source, *parts = shape.split(_PART_SEP)
+        found.append(retention(source, [f for p in parts for f in p.split(_FIELD_SEP) if f]))
+    categories = pa.array([c for c, _ in found], _STR).take(shapes.indices)
+    hours = pa.array([h for _, h in found], pa.uint32()).take(shapes.indices)
+    return categories, hours
+
+
+def _field_names(maps: pa.MapArray) -> pa.Array:
+    """Each row's map keys joined into one string, in order."""
+    return pc.binary_join(pa.ListArray.from_arrays(maps.offsets, maps.keys), _FIELD_SEP)

@@ -27,7 +27,7 @@ from typing import Any
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from sinks.base import Batch, BatchingSink, TopicPartition
-from sinks.clickhouse_rows import cell_table, event_table
+from sinks.clickhouse_rows import cell_table, event_table, warm_up
 from sinks.errors import RecordRejected, ResidencyError, SinkBackpressure, SinkWriteError
 from sinks.migrations import migrate, set_k_threshold
 from sinks.sink_policy import RowRetention, SinkPolicy
@@ -79,6 +79,7 @@ class ClickHouseSink(BatchingSink):
             except (ClickHouseError, OperationalError) as exc:
                 # No hint from an unreachable server: the runner's backoff decides.
                 raise SinkBackpressure(f"ClickHouse unreachable: {_line(exc)}", 0.0) from exc
+            warm_up()
             self._client = client
         return self._client
 

@@ -9,7 +9,7 @@ so a row with a geolocation attribute expires with geolocation data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
@@ -63,7 +63,6 @@ class RowRetention:
         self._policy = policy
         self._categories = _field_categories(catalog or default_catalog())
         self._cache: dict[tuple[str, frozenset[str]], tuple[str, int]] = {}
-        self._shapes: dict[tuple[str, ...], tuple[str, int]] = {}
         # Ties resolve by name so the recorded category is deterministic.
         self._default = max(policy.retention, key=lambda c: (policy.retention[c], c))
 
@@ -73,24 +72,6 @@ class RowRetention:
         if hit is None:
             hit = self._cache[key] = self._compute(source, key[1])
         return hit
-
-    def of_rows(self, sources: Sequence[str], attributes: Sequence[Mapping[str, object]],
-                measures: Sequence[Mapping[str, object]]) -> tuple[list[str], list[int]]:
-        """Category and hours of each row of a batch (columns in, columns out).
-
-        Rows of one source carry the same fields in the same order (the worker builds
-        them), so the lookup is keyed by source and ordered field names: one tuple per
-        row instead of a frozenset.
-        """
-        shapes = self._shapes
-        found = []
-        for source, attrs, meas in zip(sources, attributes, measures, strict=True):
-            key = (source, *attrs, *meas)
-            hit = shapes.get(key)
-            if hit is None:
-                hit = shapes[key] = self(source, key[1:])
-            found.append(hit)
-        return [c for c, _ in found], [h for _, h in found]
 
     def _compute(self, source: str, fields: frozenset[str]) -> tuple[str, int]:
         cats = {self._categories.get((source, f)) for f in (*self.BASE_FIELDS, *fields)}

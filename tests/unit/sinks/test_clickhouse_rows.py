@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from sinks.base import Batch, TopicPartition
-from sinks.clickhouse_rows import cell_table, event_table, map_array
+from sinks.clickhouse_rows import cell_table, event_table, row_retention
 from sinks.errors import SinkWriteError
 from sinks.sink_policy import RowRetention, SinkPolicy, load_sink_policy
 from streams.settings import Settings
@@ -56,13 +56,20 @@ def test_event_rows_carry_values_retention_and_source_offsets(retention: RowRete
     assert [r["_offset"] for r in rows] == [40, 41, 42, 43]
 
 
-def test_of_rows_agrees_with_the_per_row_rule(retention: RowRetention) -> None:
-    shapes = [({"platform": "a"}, {}), ({}, {"position_ms": 1.0}),
-              ({"country": "x", "platform": "a"}, {}), ({"platform": "a", "country": "x"}, {})]
-    cats, hours = retention.of_rows(["PlaybackEvent"] * 4, [a for a, _ in shapes],
-                                    [m for _, m in shapes])
-    assert list(zip(cats, hours, strict=True)) == [
-        retention("PlaybackEvent", [*a, *m]) for a, m in shapes]
+def test_retention_is_the_policy_rule_per_row_whatever_the_shapes(
+        retention: RowRetention) -> None:
+    shapes = [("PlaybackEvent", {"platform": "a"}, {}),
+              ("PlaybackEvent", {}, {"position_ms": 1.0}),
+              ("PlaybackEvent", {"country": "x", "platform": "a"}, {}),
+              ("PlaybackEvent", {}, {}),
+              ("ActivityEvent", {"platform": "a"}, {}),
+              ("PlaybackEvent", {"platform": "a"}, {})]
+    categories, hours = row_retention(
+        retention, pa.array([s for s, _, _ in shapes]),
+        pa.array([a for _, a, _ in shapes], pa.map_(pa.string(), pa.string())),
+        pa.array([m for _, _, m in shapes], pa.map_(pa.string(), pa.float64())))
+    assert list(zip(categories.to_pylist(), hours.to_pylist(), strict=True)) == [
+        retention(s, [*a, *m]) for s, a, m in shapes]
 
 
 def test_cell_rows(retention: RowRetention) -> None:
@@ -75,12 +82,6 @@ def test_cell_rows(retention: RowRetention) -> None:
                      "dimensions": [("title", "Dune"), ("country", "US")], "count": 12,
                      "processing_region": "us-east", "retention_hours": 720,
                      "_topic": "out.aggregates", "_partition": 0, "_offset": 7}]
-
-
-def test_map_array_keeps_each_rows_entries() -> None:
-    maps = [{"a": "1"}, {}, {"b": "2", "c": "3"}]
-    assert map_array(maps, pa.string()).to_pylist() == [
-        [("a", "1")], [], [("b", "2"), ("c", "3")]]
 
 
 def test_a_record_that_does_not_fit_is_a_write_error(retention: RowRetention) -> None:
