@@ -1,17 +1,19 @@
 """The ClickHouse sink: cleaned analytics events and aggregate cells, idempotently.
 
-Writes are column-oriented batch inserts through clickhouse-connect (embedded chDB or a
-server, by DSN). Exactly one row per consumed offset, even across crashes:
+Each batch is one insert of an Arrow table (``clickhouse_rows``) through clickhouse-connect
+(embedded chDB or a server, by DSN). Exactly one row per consumed offset, even across
+crashes:
 
 - a retried batch (backpressure) is the same batch, inserted with the same
   ``insert_deduplication_token`` (topic/partition/offset range), which ClickHouse
   deduplicates (``non_replicated_deduplication_window`` on the tables; verified on chDB
-  in ``tests/integration/test_clickhouse_sink.py``);
+  in ``tests/integration/sinks/test_clickhouse_sink.py``);
 - after a restart, batches may be cut differently, so tokens cannot match: every row
   records its source ``_topic/_partition/_offset``, and the first write of a partition
   after an assignment skips the offsets the table already holds beyond the committed one
   (a crash between insert and commit);
-- the table is a ReplacingMergeTree on the event id for duplicates made upstream.
+- the table is a ReplacingMergeTree on the event id for duplicates made upstream; they
+  collapse when parts merge (not inside the inserted block: ``optimize_on_insert=0``).
 
 Residency (C12): the sink refuses to start when its region is not allowed by the policy,
 and dead-letters any record processed outside the allowed regions.

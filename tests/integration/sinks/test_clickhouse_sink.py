@@ -62,6 +62,19 @@ def test_same_batch_twice_is_written_once_dedup_token_on_chdb(
     assert _count(client, f"SELECT count() FROM {db}.analytics_events") == 500
 
 
+def test_an_event_duplicated_upstream_counts_once(
+        clickhouse: tuple[Any, str], tmp_path: Path, clickhouse_dsn: str) -> None:
+    """Two offsets carrying one event id: both rows are kept (one per offset), the
+    ReplacingMergeTree collapses them on merge and FINAL reads one."""
+    client, db = clickhouse
+    settings = sink_settings("localhost:1", "", tmp_path, clickhouse_dsn)
+    event = analytics_event(random.Random(4), pseudonym="p1", platform="ios")
+    _sink(client, db, settings).write(
+        Batch(TopicPartition(settings.catalog.analytics.name, 0), [event, event], [0, 1]))
+    assert _count(client, f"SELECT count() FROM {db}.analytics_events") == 2
+    assert _count(client, f"SELECT count() FROM {db}.analytics_events FINAL") == 1
+
+
 def test_arrow_rows_name_every_insertable_column(
         clickhouse: tuple[Any, str], tmp_path: Path, clickhouse_dsn: str) -> None:
     """A migration that adds a column must add it to the sink's rows too."""
