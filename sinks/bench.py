@@ -1,9 +1,10 @@
 """``privacy-pipeline bench sink``: insert throughput of the ClickHouse sink.
 
-Measures ``ClickHouseSink.write`` (column building + clickhouse-connect column-oriented
-insert with a deduplication token) into the embedded engine at batch sizes 1k, 10k and
-100k. It opens its own chDB directory in a temp dir (never the pipeline's data) unless
-``CLICKHOUSE_DSN`` names a server, where it uses a scratch database and drops it after.
+Measures ``ClickHouseSink.write``, the sink's own insert path (Arrow table building +
+``client.insert_arrow`` with a deduplication token) into the migrated ``analytics_events``
+table of the embedded engine, at batch sizes 1k, 10k and 100k. It opens its own chDB
+directory in a temp dir (never the pipeline's data) unless ``CLICKHOUSE_DSN`` names a
+server, where it uses a scratch database and drops it after.
 Between batch sizes it waits for the background merges of the previous size, so that
 backlog does not slow the next one. Prints progress, then one JSON object on its last line
 (with the load average, since the figures depend on what else the machine runs).

@@ -2,9 +2,9 @@
 
 The sink inserts these with ``client.insert_arrow``. pyarrow converts each column in C,
 where clickhouse-connect's own encoder walks every value and every map entry in Python
-(that encoder capped the sink far below the engine, issue 6). Per-row Python work is
-one list comprehension per column; nothing else allocates per row. The schemas name the
-exact column types, so a record that does not fit fails here with ``SinkWriteError``
+(that encoder capped the sink far below the engine, issue 6). Python reads each record
+once per column, in C loops where it can, and allocates nothing per row. The schemas name
+the exact column types, so a record that does not fit fails here with ``SinkWriteError``
 naming the table, before anything reaches the engine.
 """
 
