@@ -1,15 +1,19 @@
 """``privacy-pipeline bench sink``: insert throughput of the ClickHouse sink.
 
-Measures ``ClickHouseSink.write`` (column building + clickhouse-connect column-oriented
-insert with a deduplication token) into the embedded engine at batch sizes 1k, 10k and
-100k. It opens its own chDB directory in a temp dir (never the pipeline's data) unless
-``CLICKHOUSE_DSN`` names a server, where it uses a scratch database and drops it after.
-Prints progress, then one JSON object on its last line.
+Measures ``ClickHouseSink.write``, the sink's own insert path (Arrow table building +
+``client.insert_arrow`` with a deduplication token) into the migrated ``analytics_events``
+table of the embedded engine, at batch sizes 1k, 10k and 100k. It opens its own chDB
+directory in a temp dir (never the pipeline's data) unless ``CLICKHOUSE_DSN`` names a
+server, where it uses a scratch database and drops it after.
+Between batch sizes it waits for the background merges of the previous size, so that
+backlog does not slow the next one. Prints progress, then one JSON object on its last line
+(with the load average, since the figures depend on what else the machine runs).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -25,6 +29,7 @@ from sinks.sink_policy import load_sink_policy
 from streams.settings import Settings
 
 BATCH_SIZES = (1_000, 10_000, 100_000)
+MERGES_SETTLE_S = 120.0
 _PLATFORMS = ("ios", "android", "web", "roku", "tvos", "windows")
 _COUNTRIES = ("US", "CA", "GB", "DE", "BR", "IN")
 
@@ -64,10 +69,12 @@ def bench_sink(settings: Settings, *, sizes: Sequence[int] = BATCH_SIZES,
                           policy=policy, region=region, database=database)
     topic = settings.catalog.analytics.name
     results: dict[str, float] = {}
+    load_before = os.getloadavg()[0]
     try:
         pool = synthetic_events(max(sizes))
         sink.client()  # migrate outside the timing
         for size in sizes:
+            _merges_settled(client, database)
             batches = max(1, rows_per_size // size)
             written, offset, elapsed = 0, 0, 0.0
             for i in range(batches):
@@ -90,6 +97,17 @@ def bench_sink(settings: Settings, *, sizes: Sequence[int] = BATCH_SIZES,
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
     report = {"rows_per_s": results, "engine": "chdb" if scratch else "server",
-              "rows_per_size": rows_per_size}
+              "rows_per_size": rows_per_size,
+              "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     echo(json.dumps(report))
     return report
+
+
+def _merges_settled(client: Any, database: str) -> None:
+    """Wait (bounded) until no background merge of ``database`` is running."""
+    deadline = time.monotonic() + MERGES_SETTLE_S
+    while int(client.command(f"SELECT count() FROM system.merges "
+                             f"WHERE database = '{database}'")) > 0:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.2)  # polling the engine's merge list
