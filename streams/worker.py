@@ -136,6 +136,10 @@ class Worker:
                                "linger.ms": 5, "transaction.timeout.ms": 10_000})
         ledger_reader = kafka_clients.consumer(self.bootstrap, f"ledger-{uuid.uuid4().hex}",
                                                **{"isolation.level": "read_committed"})
+        # Watermark queries on a client that never fetches: on the reader's connection
+        # they would queue behind its long-poll fetch (up to 0.5 s each).
+        self._ledger_meta = kafka_clients.consumer(self.bootstrap,
+                                                   f"ledger-meta-{uuid.uuid4().hex}")
         self._consumer = consumer
         self._ledger_reader = ledger_reader
         try:
@@ -151,6 +155,7 @@ class Worker:
         finally:
             self.ready.clear()
             ledger_reader.close()
+            self._ledger_meta.close()
             consumer.close()
 
     def _follow_ledger(self, reader: Consumer) -> None:
@@ -319,7 +324,7 @@ class Worker:
         in this batch could be decided before the worker knows the subject is erased (and
         get a fresh key)."""
         reader = self._ledger_reader
-        ends = {tp.partition: reader.get_watermark_offsets(tp, timeout=10)[1]
+        ends = {tp.partition: kafka_clients.watermarks(self._ledger_meta, tp)[1]
                 for tp in reader.assignment()}
         deadline = time.monotonic() + BARRIER_MAX_S
         while time.monotonic() < deadline:
