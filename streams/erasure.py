@@ -24,6 +24,7 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
@@ -40,21 +41,25 @@ SINK_DESTINATION = "analytics"  # the ClickHouse sink's input
 
 def read_all(bootstrap: str, topics: list[str], timeout: float = 300.0) -> dict[str, list[Any]]:
     """Every committed record of ``topics`` from the beginning to their end as of now."""
+    # A short fetch wait: the broker holds a fetch at a partition's end that long, and
+    # the read is over once every partition reported its end.
     consumer = kafka_clients.consumer(bootstrap, f"verify-{uuid.uuid4().hex}", **{
-        "isolation.level": "read_committed", "enable.partition.eof": True})
+        "isolation.level": "read_committed", "enable.partition.eof": True,
+        "fetch.wait.max.ms": 10})
     out: dict[str, list[Any]] = {t: [] for t in topics}
     try:
         parts = []
         for topic in topics:
             md = consumer.list_topics(topic, timeout=10)
             parts += [TopicPartition(topic, p, 0) for p in md.topics[topic].partitions]
-        ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)
+        ends = {(tp.topic, tp.partition): kafka_clients.watermarks(consumer, tp)
                 for tp in parts}
         pending = {k for k, (low, high) in ends.items() if high > low}
         consumer.assign(parts)
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(10_000, timeout=0.5):
+            # consume() waits out its timeout unless the batch fills: keep it short.
+            for msg in consumer.consume(10_000, timeout=0.05):
                 err = msg.error()
                 key = (str(msg.topic()), msg.partition() or 0)
                 if err is not None:
@@ -98,7 +103,14 @@ def verify(settings: Settings, subjects: Mapping[str, Mapping[str, str]], *,
     compacted_names = {t.name for t in compacted}
     others: list[Topic] = [t for t in catalog if t.name not in compacted_names] if values else []
     started = time.time()
-    records = read_all(settings.kafka_bootstrap, [t.name for t in compacted + others])
+    wanted = {p: s for s, ps in subjects.items() for d, p in ps.items()
+              if d == SINK_DESTINATION} if sinks else {}
+    with ThreadPoolExecutor(1, thread_name_prefix="verify-sink") as pool:
+        # The sink table is queried while the topics are read: neither waits on the other.
+        sink_counts = pool.submit(sink_rows, settings, list(wanted), database) if sinks \
+            else None
+        records = read_all(settings.kafka_bootstrap, [t.name for t in compacted + others])
+        counts = sink_counts.result() if sink_counts is not None else {}
     keys = {s.encode(): s for s in subjects}
     systems: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in subjects}
     for topic in compacted:
@@ -143,9 +155,6 @@ def verify(settings: Settings, subjects: Mapping[str, Mapping[str, str]], *,
                               "id or one of its pseudonyms",
                     **({"expires_within_ms": topic.retention_ms} if status == RETAINED else {})}
     if sinks:
-        wanted = {p: s for s, ps in subjects.items()
-                  for d, p in ps.items() if d == SINK_DESTINATION}
-        counts = sink_rows(settings, list(wanted), database)
         for s, ps in subjects.items():
             sink_pseudo = ps.get(SINK_DESTINATION)
             n = counts.get(sink_pseudo, 0) if sink_pseudo else 0
