@@ -1,5 +1,6 @@
 """The request API on the real broker (C15, C8): verification, bad requests, access,
-correction, opt-out, and the deletion the worker raises for a subject under 13."""
+correction, opt-out, a deletion filed twice (the second ends with the first), and the
+deletion the worker raises for a subject under 13."""
 
 from __future__ import annotations
 
@@ -122,6 +123,21 @@ def test_api_verifies_refuses_and_carries_out_requests_c15(kafka_bootstrap: str,
         kid = make_consent("acct-kid", rng, birth_year=None, age_band="under_13")
         produce(settings, cat.consent.name, [("acct-kid", kid)], schema="ConsentRecord")
         with running_worker(settings):
+            # Two deletions of one subject in one go: the second ends with the first.
+            twice = [{"request_id": str(uuid.uuid4()), "type": "delete",
+                      "subject_id": "acct-alice", "requester_email": "alice@new.example",
+                      "agent_id": None, "submitted_at": int(time.time() * 1000),
+                      "correction": None} for _ in range(2)]
+            produce(settings, cat.requests.name, [("acct-alice", r) for r in twice],
+                    schema="SubjectRequest")
+            first, duplicate = (wait_status(port, r["request_id"], 90) for r in twice)
+            assert first["status"] == "done" and first["receipt"]["linkable"] == 0, first
+            assert duplicate["status"] == "done", duplicate
+            assert duplicate["steps"][-1]["detail"] == {"erased_by": twice[0]["request_id"]}
+            assert duplicate["completed_at"] >= next(
+                s["at"] for s in first["steps"] if s["step"] == "receipt")
+            assert [s["step"] for s in duplicate["steps"]] == [
+                "intake", "verify_requester", "complete"]  # nothing done twice
             event = make_record("PlaybackEvent", rng, subject_id="acct-kid")
             produce(settings, cat.raw_playback.name, [("acct-kid", event)],
                     schema="PlaybackEvent")
@@ -130,9 +146,22 @@ def test_api_verifies_refuses_and_carries_out_requests_c15(kafka_bootstrap: str,
                 assert time.monotonic() < deadline, "no C8 request"
                 time.sleep(0.2)  # polling for the worker's request
             c8 = service.directory.subject_requests["acct-kid"][0]
+            # Another deletion of the subject while the first is under way (C8 raises one
+            # per event): it ends with the first, never before its receipt.
+            again = str(uuid.uuid4())
+            produce(settings, cat.requests.name, [("acct-kid", {
+                "request_id": again, "type": "delete", "subject_id": "acct-kid",
+                "requester_email": "", "agent_id": C8_AGENT,
+                "submitted_at": int(time.time() * 1000), "correction": None})],
+                schema="SubjectRequest")
             status = wait_status(port, c8, 90)
+            second = wait_status(port, again, 90)
         assert status["status"] == "done", status
         assert status["receipt"]["linkable"] == 0
+        receipt_at = next(s["at"] for s in status["steps"] if s["step"] == "receipt")
+        assert second["status"] == "done", second
+        assert second["completed_at"] >= receipt_at
+        assert second["steps"][-1].get("detail") in ({"erased_by": c8}, "already erased")
         ledger = decoded(m for m in read_topic(kafka_bootstrap, cat.deletion_ledger.name)
                          if m.key() != b"__ledger-key__")
         assert any(e.get("clause") == "C8" and e["request_id"] == c8 for e in ledger)
