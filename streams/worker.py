@@ -232,7 +232,7 @@ class Worker:
 
     def _consent_barrier(self, messages: list[Any], consumer: Consumer) -> list[Any]:
         """Catch up on consent before deciding: while a consent partition of this batch's
-        events has unread records, pause those events' raw partitions and read consent only,
+        events has unread records, pause the raw partitions and read consent only,
         so no event is decided on a consent state older than what was already written.
         Bounded, so a consent topic written faster than we read cannot starve the worker."""
         consent = self.catalog.consent.name
@@ -243,7 +243,9 @@ class Worker:
         behind = [p for p in parts if self._consent_lag(consumer, p) > 0]
         if not behind:
             return messages
-        paused = [TopicPartition(t.name, p) for t in self.catalog.raw for p in behind]
+        # Every raw partition, not only those behind: the others would keep adding their
+        # events to this batch while consent is read (batches of 80,000 seen under backlog).
+        paused = [TopicPartition(t.name, p) for t in self.catalog.raw for p in self.stores]
         consumer.pause(paused)
         try:
             deadline = time.monotonic() + BARRIER_MAX_S
