@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -75,6 +75,30 @@ def read_all(bootstrap: str, topics: list[str], timeout: float = 300.0) -> dict[
         return out
     finally:
         consumer.close()
+
+
+def needle_pattern(needles: Iterable[bytes]) -> re.Pattern[bytes]:
+    """A regex finding any of ``needles``, the longest where several start at one place.
+
+    Built as a trie (``acct-00(?:12|34)``): a flat alternation of a thousand subjects'
+    ids and pseudonyms tries every one at every byte, hundreds of times slower.
+    """
+    trie: dict[int, Any] = {}
+    for needle in filter(None, needles):  # an empty needle would match everywhere
+        node = trie
+        for byte in needle:
+            node = node.setdefault(byte, {})
+        node[-1] = {}  # a needle ends here
+
+    def build(node: dict[int, Any]) -> bytes:
+        branches = [re.escape(bytes([byte])) + build(child)
+                    for byte, child in sorted(node.items()) if byte >= 0]
+        if not branches:
+            return b""
+        body = branches[0] if len(branches) == 1 else b"(?:" + b"|".join(branches) + b")"
+        return b"(?:" + body + b")?" if -1 in node else body  # greedy: longer first
+
+    return re.compile(build(trie))
 
 
 def sink_rows(settings: Settings, pseudonyms: list[str], database: str) -> dict[str, int]:
@@ -131,8 +155,7 @@ def verify(settings: Settings, subjects: Mapping[str, Mapping[str, str]], *,
             needles[s.encode()] = (s, False)
             for p in pseudos.values():
                 needles[p.encode()] = (s, True)
-        pattern = re.compile(b"|".join(re.escape(n) for n in sorted(needles, key=len,
-                                                                     reverse=True)))
+        pattern = needle_pattern(needles)
         for topic in others:
             found: dict[str, list[int]] = {s: [0, 0] for s in subjects}  # [by id, by pseudonym]
             for msg in records[topic.name]:
