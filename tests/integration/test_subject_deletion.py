@@ -247,7 +247,15 @@ def _live(messages: list[Any]) -> dict[str, bytes]:
 
 
 def _settled(settings: Any, db: str, boundary: int) -> Counter[str] | None:
-    """The sink's per-pseudonym counts once it holds every analytics record written."""
+    """The sink's per-pseudonym counts once the worker has processed every input record
+    and the sink holds every analytics record written."""
+    cat = settings.catalog
+    inputs = [t.name for t in cat.raw] + [cat.consent.name]
+    lag = kafka_clients.group_lag(settings.kafka_bootstrap, settings.consumer_group("worker"),
+                                  inputs)
+    if lag:
+        _LAST["settled"] = f"worker lag {lag}"
+        return None
     written = len(read_topic(settings.kafka_bootstrap, settings.catalog.analytics.name))
     try:
         rows = run_query(settings, f"SELECT count() AS n FROM {db}.analytics_events FINAL")
