@@ -36,6 +36,7 @@ from streams.policy import Policy
 from streams.request_state import Directory
 from streams.settings import Settings
 from streams.subject_requests import (
+    DELETION_STEPS,
     DONE,
     OPEN,
     BadRequest,
@@ -209,20 +210,24 @@ class RequestService:
                 st = self.directory.statuses.get(request["request_id"])
             if st is not None and st.status != OPEN:
                 continue  # already carried out (a restart re-reads committed requests)
-            rerun = st is not None  # begun before a restart: every step again (idempotent)
+            # Cut short by a restart: verified already (the subject's consent may be gone
+            # now), and a deletion that began runs every step again (each is idempotent).
+            steps = {(s["step"], s["status"]) for s in st.steps} if st is not None else set()
+            begun = any(step in DELETION_STEPS for step, _ in steps)
             self.audit(request["request_id"], request["type"], "intake", "started",
                        {"submitted_at": request["submitted_at"],
                         "agent": request.get("agent_id") or ""})
-            try:
-                verify(request, self.directory.latest_consent(request["subject_id"]))
-            except BadRequest as exc:
-                self.reject(request, exc)
-                continue
-            self.audit(request["request_id"], request["type"], "verify_requester", "done",
-                       "agent" if request.get("agent_id") else "account e-mail")
+            if ("verify_requester", "done") not in steps:
+                try:
+                    verify(request, self.directory.latest_consent(request["subject_id"]))
+                except BadRequest as exc:
+                    self.reject(request, exc)
+                    continue
+                self.audit(request["request_id"], request["type"], "verify_requester", "done",
+                           "agent" if request.get("agent_id") else "account e-mail")
             kind = request["type"]
             if kind == "delete":
-                if self._claim_deletion(request, rerun):
+                if self._claim_deletion(request, begun):
                     deletes.append(request)
             elif kind == "access":
                 self._access(request)
@@ -231,7 +236,7 @@ class RequestService:
         self.flush()
         return deletes
 
-    def _claim_deletion(self, request: dict[str, Any], rerun: bool) -> bool:
+    def _claim_deletion(self, request: dict[str, Any], begun: bool) -> bool:
         """True: this request deletes its subject. Otherwise it ends with the deletion of
         the subject under way, or now if the subject is erased already (C8 raises one
         request per event of the subject: the first one does it)."""
@@ -240,7 +245,7 @@ class RequestService:
             if subject in self._deleting:
                 self._deleting[subject].append(request)
                 return False
-            if rerun or not self.directory.ledger.is_erased(subject):
+            if begun or not self.directory.ledger.is_erased(subject):
                 self._deleting[subject] = []
                 return True
         self.complete(request, "already erased")

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from streams.infra import load_policy_for
+from streams.key_vault import Keyring
+from streams.ledger import Ledger
 from streams.request_api import ApiServer
 from streams.request_service import RequestService
 from streams.subject_requests import C8_AGENT
@@ -172,3 +174,48 @@ def test_api_verifies_refuses_and_carries_out_requests_c15(kafka_bootstrap: str,
         assert call(port, f"/privacy/requests/{rid}")[0] == 200
     finally:
         server.close()
+
+
+def test_a_deletion_cut_short_by_a_restart_is_carried_out_in_full_c15(
+        kafka_bootstrap: str, unique: str, tmp_path: Path) -> None:
+    """A crash after the ledger step: the restarted service re-reads the request (its offset
+    was never committed) and runs every step again, although the subject is ledgered."""
+    settings = pipeline_settings(kafka_bootstrap, tmp_path, f"rerun-{unique}.")
+    cat = settings.catalog
+    bob = make_consent("acct-bob", random.Random(4), email="bob@example.com")
+    produce(settings, cat.consent.name, [("acct-bob", bob)], schema="ConsentRecord")
+    rid, now = str(uuid.uuid4()), int(time.time() * 1000)
+    produce(settings, cat.requests.name, [("acct-bob", {
+        "request_id": rid, "type": "delete", "subject_id": "acct-bob",
+        "requester_email": "bob@example.com", "agent_id": None, "submitted_at": now,
+        "correction": None})], schema="SubjectRequest")
+    # What the crashed service had written: the ledger entry and its audit trail so far.
+    ledger = Ledger(Keyring(settings.master_key))
+    key, wrapped = ledger.new_key_record()
+    ref = ledger.ref("acct-bob")
+    assert ref is not None
+    produce(settings, cat.deletion_ledger.name, [(key.decode(), wrapped)])
+    produce(settings, cat.deletion_ledger.name, [(ref, {
+        "subject_ref": ref, "request_id": rid, "reason": "subject_request", "clause": "C15",
+        "requested_at": now, "recorded_at": now, "processing_region": "us-east"})],
+        schema="DeletionLedgerEntry")
+    produce(settings, cat.audit.name, [(rid, {
+        "audit_id": str(uuid.uuid4()), "request_id": rid, "action": "delete", "step": step,
+        "status": status, "detail": "", "occurred_at": now, "actor": "request-service",
+        "processing_region": "us-east"}) for step, status in
+        [("intake", "started"), ("verify_requester", "done"), ("ledger", "done")]],
+        schema="AuditRecord")
+    service = RequestService(settings, load_policy_for(settings), purge_sinks=False)
+    server = ApiServer(service, 0, host="127.0.0.1")
+    try:
+        assert service.ready.wait(60)
+        status = wait_status(server.port, rid)
+    finally:
+        server.close()
+    assert status["status"] == "done", status
+    assert status["receipt"]["linkable"] == 0
+    done = [s["step"] for s in status["steps"] if s["status"] == "done"]
+    assert done[-5:] == ["tombstones", "key_shred", "verify", "receipt", "complete"]
+    consent = [m for m in read_topic(kafka_bootstrap, cat.consent.name)
+               if m.key() == b"acct-bob"]
+    assert consent[-1].value() is None  # the tombstone the crash kept from being written
