@@ -7,28 +7,17 @@
 Timestamps are epoch-millis ints and uuids plain strings in memory (the codec reads and
 writes with logical types stripped; the bytes are the same). Every failure raises
 ``SerializationError`` or a subclass; hostile bytes cannot hang the decoder or make it
-allocate more than the input's size (the reader checks every length against the bytes
-present), and every byte must be consumed.
-
-Decoding (every consumed event) uses cavro's compiled schemas: about 40% of the
-instructions fastavro's reader spends on an input event; encoding stays with fastavro,
-which is the cheaper writer for the map-heavy output records (callgrind counts in
-issue 4's note). A unit test checks both directions against fastavro on every schema.
-cavro does not report where a decode stopped, so the body is decoded followed by a
-random 8-byte end marker read as an Avro ``fixed``: a record that does not end exactly
-where the message does reads something else there (or runs out of input) and is
-rejected as having trailing bytes.
+allocate more than the input's size (fastavro reads from an in-memory buffer, which
+returns at most the bytes present, and every byte must be consumed).
 """
 
 from __future__ import annotations
 
 import io
-import os
 import struct
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import cavro
 import fastavro
 
 from streams.errors import SerializationError
@@ -63,51 +52,28 @@ class MalformedRecordError(SerializationError):
     """The Avro body does not decode with its schema, or a record does not encode."""
 
 
-_OPTIONS = cavro.DEFAULT_OPTIONS.replace(
-    logical_types=(),  # ints and strings in memory, as documented above
-    record_decodes_to_dict=True,
-)
-
-
-def _end_marker() -> bytes:
-    """8 random bytes with no period: a shifted copy never matches itself."""
-    while True:
-        marker = os.urandom(8)
-        if all(marker[k:] != marker[:-k] for k in range(1, 8)):
-            return marker
-
-
 class Codec:
-    """Encodes and decodes records of one schema catalog; schemas compiled once."""
+    """Encodes and decodes records of one schema catalog; schemas parsed once."""
 
     def __init__(self, catalog: SchemaCatalog) -> None:
         self._catalog = catalog
-        self._end = _end_marker()
-        # by id and by name: (info, header, decoder of body + end marker); every schema
-        # is self-contained (no named type defined in another file).
-        self._schemas: dict[int | str, tuple[SchemaInfo, bytes, Callable[[bytes], Any]]] = {}
-        for info in catalog:
-            framed = cavro.Schema(
-                {"type": "record", "name": "Framed", "namespace": "_codec",
-                 "fields": [{"name": "body", "type": info.raw},
-                            {"name": "end", "type": {"type": "fixed", "name": "End",
-                                                     "size": len(self._end)}}]},
-                options=_OPTIONS)
-            entry = (info, _HEADER.pack(MAGIC, info.id), framed.binary_decode)
-            self._schemas[info.id] = self._schemas[info.name] = entry
+        self._headers = {s.id: _HEADER.pack(MAGIC, s.id) for s in catalog}
 
     @property
     def catalog(self) -> SchemaCatalog:
         return self._catalog
 
+    def _schema(self, schema: int | str) -> SchemaInfo:
+        info = self._catalog.get(schema)
+        if info is None:
+            raise UnknownSchemaError(f"unknown schema {schema!r}: not in the schema catalog")
+        return info
+
     def encode(self, schema: int | str, record: Mapping[str, Any]) -> bytes:
         """Frame and encode ``record`` with the schema named by id or name."""
-        entry = self._schemas.get(schema)
-        if entry is None:
-            raise UnknownSchemaError(f"unknown schema {schema!r}: not in the schema catalog")
-        info, header, _ = entry
+        info = self._schema(schema)
         buf = io.BytesIO()
-        buf.write(header)
+        buf.write(self._headers[info.id])
         try:
             fastavro.schemaless_writer(buf, info.parsed, record, strict_allow_default=True)
         except Exception as exc:  # fastavro raises ValueError/TypeError/KeyError/...
@@ -126,10 +92,8 @@ class Codec:
 
     def decode_info(self, data: bytes) -> tuple[SchemaInfo, dict[str, Any]]:
         """Like ``decode`` but returns the full ``SchemaInfo`` (id, role, topic)."""
-        if not isinstance(data, bytes):
-            if not isinstance(data, bytearray | memoryview):
-                raise FramingError(f"expected bytes, got {type(data).__name__}")
-            data = bytes(data)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise FramingError(f"expected bytes, got {type(data).__name__}")
         size = len(data)
         if size < _HEADER.size:
             raise FramingError(f"message of {size} bytes is shorter than the 5-byte header")
@@ -138,12 +102,13 @@ class Codec:
         magic, schema_id = _HEADER.unpack_from(data)
         if magic != MAGIC:
             raise FramingError(f"wrong magic byte {magic} (expected {MAGIC})")
-        entry = self._schemas.get(schema_id)
-        if entry is None:
+        info = self._catalog.get(schema_id)
+        if info is None:
             raise UnknownSchemaError(f"unknown schema id {schema_id}")
-        info, _, read = entry
+        buf = io.BytesIO(data)
+        buf.seek(_HEADER.size)
         try:
-            framed = read(data[_HEADER.size:] + self._end)
+            record = fastavro.schemaless_reader(buf, info.parsed, None)
         except UnicodeDecodeError as exc:
             raise MalformedRecordError(
                 f"{info.name} (id {schema_id}): invalid UTF-8: {exc}"
@@ -153,10 +118,10 @@ class Codec:
                 f"{info.name} (id {schema_id}): truncated or corrupt Avro body: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        if framed["end"] != self._end:
+        if buf.tell() != size:
             raise MalformedRecordError(
-                f"{info.name} (id {schema_id}): trailing bytes after the record")
-        record = framed["body"]
+                f"{info.name} (id {schema_id}): {size - buf.tell()} trailing bytes after the record"
+            )
         if not isinstance(record, dict):
             raise MalformedRecordError(f"{info.name} (id {schema_id}): body is not a record")
         return info, record
