@@ -184,8 +184,9 @@ def verify(settings: Settings, subjects: Mapping[str, Mapping[str, str]], *,
             systems[s][f"clickhouse:{database}.{SINK_TABLE}"] = {
                 "found": n, "status": LINKABLE if n else ERASED,
                 "method": "SELECT count() WHERE subject_pseudonym = <analytics pseudonym>"
-                if sink_pseudo else "no subject key was ever issued: no pseudonymized rows "
-                                    "can exist"}
+                if sink_pseudo else "no subject key held: never issued (no pseudonymized "
+                                    "rows exist) or destroyed by an earlier run (rows left "
+                                    "are unlinkable)"}
             systems[s]["training:parquet"] = {
                 "found": 0, "status": ERASED,
                 "method": "no subject link by design (C7): training rows carry no pseudonym"}
