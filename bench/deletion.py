@@ -3,12 +3,16 @@
 A worker and the ClickHouse sink (with its purge consumer) run as their own processes, as
 in production (``privacy-pipeline worker``, ``privacy-pipeline sink clickhouse``); the
 request service and a traffic generator at a steady rate run in this process; deletion requests for
-subjects that have consent records and keys are filed in bursts on ``control.requests``.
+subjects that have consent records and keys are filed in bursts on ``control.requests``
+once the worker has worked off its start-up backlog (lag under a second of traffic, or
+after two minutes; the lag then is reported as ``worker_lag_at_start``).
 Latency is from a request's submission to its completed audit trail (the verified
-receipt). The last line printed is one JSON object with ``p50_s`` and ``p99_s``.
+receipt); ``steps_p50_s``/``steps_p99_s`` split it by audited step (the time before each
+milestone of ``streams.subject_requests.DELETION_MILESTONES``). The last line printed is
+one JSON object with ``p50_s`` and ``p99_s``.
 
-The local broker is started (and stopped afterwards) unless ``KAFKA_BOOTSTRAP_SERVERS``
-is set; an embedded ClickHouse is opened in a temporary directory unless
+A private local broker on free ports is started (and stopped afterwards) unless
+``KAFKA_BOOTSTRAP_SERVERS`` is set; an embedded ClickHouse is opened in a temporary directory unless
 ``CLICKHOUSE_DSN`` names a server. Topics get a fresh prefix per run.
 """
 
@@ -32,8 +36,9 @@ from typing import Any
 
 from streams import kafka_clients, topic_admin
 from streams.codec import default_codec
-from streams.infra import load_policy_for, local_kafka
+from streams.infra import bench_kafka, load_policy_for
 from streams.settings import Settings
+from streams.subject_requests import DELETION_MILESTONES, deletion_timeline
 from streams.traffic import _topic_map
 from streams.traffic_model import DAY_MS, TrafficConfig
 from streams.traffic_stream import TrafficStream
@@ -113,20 +118,33 @@ def _ready(port: int) -> bool:
         return False
 
 
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[98] if len(values) > 1 \
+        else values[0]
+
+
+def _per_step(timelines: list[dict[str, float]],
+              stat: Callable[[list[float]], float]) -> dict[str, float]:
+    """One statistic per audited step of the deletions (where their time went)."""
+    return {name: round(stat(values), 3) for name, *_ in DELETION_MILESTONES
+            if (values := sorted(t[name] for t in timelines if name in t))}
+
+
 def bench_deletion(settings: Settings, *, requests: int = 100, subjects: int = 2_000,
                    rate: float = 500.0, burst: int = 10, burst_every_s: float = 0.5,
                    timeout: float = 300.0) -> dict[str, Any]:
+    with bench_kafka(settings) as bootstrap:
+        return _bench(dataclasses.replace(settings, bootstrap_servers=bootstrap),
+                      requests=requests, subjects=subjects, rate=rate, burst=burst,
+                      burst_every_s=burst_every_s, timeout=timeout)
+
+
+def _bench(settings: Settings, *, requests: int, subjects: int, rate: float, burst: int,
+           burst_every_s: float, timeout: float) -> dict[str, Any]:
     from sinks.clickhouse_client import is_embedded
     from sinks.query import endpoint_file
     from streams.request_service import RequestService
 
-    broker = None
-    if settings.uses_local_kafka:
-        broker = local_kafka(settings)
-        if broker.pid() is not None:
-            broker = None  # somebody else's broker: use it, leave it running
-        else:
-            broker.start()
     tmp = tempfile.TemporaryDirectory(prefix="bench-deletion-")
     policy = load_policy_for(settings)
     run_settings = dataclasses.replace(
@@ -178,6 +196,16 @@ def bench_deletion(settings: Settings, *, requests: int = 100, subjects: int = 2
             if failures or time.monotonic() > deadline:
                 raise RuntimeError(f"too few subjects with keys: {failures}")
             time.sleep(0.2)  # polling the key vault view
+        # Steady state first: the worker's start-up backlog (every initial consent record)
+        # is not what a deletion under load waits for.
+        inputs = [t.name for t in cat.raw] + [cat.consent.name]
+        group = run_settings.consumer_group("worker")
+        deadline = time.monotonic() + 120
+        while (lag := kafka_clients.group_lag(run_settings.kafka_bootstrap, group,
+                                              inputs)) > rate and time.monotonic() < deadline:
+            if failures:
+                raise RuntimeError(f"pipeline failed: {failures}")
+            time.sleep(0.5)  # polling the worker group's lag
         victims = sorted(service.directory.wrapped_keys.keys() & emails.keys())[:requests]
         index = {s.subject_id: i for i, s in enumerate(stream.population.subjects)}
         stream.deleted.update(index[v] for v in victims)  # no more consent changes for them
@@ -214,12 +242,17 @@ def bench_deletion(settings: Settings, *, requests: int = 100, subjects: int = 2
             if s is None or s.status != "done":
                 log.warning("request %s: %s %s; receipt %s", r, s and s.status,
                             s and s.reason, s and s.receipt)
-        q = statistics.quantiles(latencies, n=100, method="inclusive")
+        timelines = [deletion_timeline(s.steps, submitted[r]) for r, s in st.items()
+                     if s is not None and s.status == "done"]
         return {"benchmark": "deletion", "requests": len(submitted), "failed": failed,
                 "receipts_with_linkable_records": linkable,
-                "p50_s": round(statistics.median(latencies), 3), "p99_s": round(q[98], 3),
-                "max_s": round(latencies[-1], 3), "traffic_events": sent[0],
-                "traffic_rate_per_s": rate, "subjects": subjects}
+                "p50_s": round(statistics.median(latencies), 3),
+                "p99_s": round(_p99(latencies), 3), "max_s": round(latencies[-1], 3),
+                "steps_p50_s": _per_step(timelines, statistics.median),
+                "steps_p99_s": _per_step(timelines, _p99),
+                "traffic_events": sent[0], "traffic_rate_per_s": rate, "subjects": subjects,
+                "worker_lag_at_start": lag,
+                "load_avg_1m": round(os.getloadavg()[0], 2)}
     finally:
         stop.set()
         if service is not None:
@@ -237,8 +270,6 @@ def bench_deletion(settings: Settings, *, requests: int = 100, subjects: int = 2
             service.stop()
         for t in threads:
             t.join(60)
-        if broker is not None:
-            broker.stop()
         if not failures:
             tmp.cleanup()
 

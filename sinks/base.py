@@ -11,7 +11,7 @@ only from ``flushed_offsets()``, i.e. only after a successful write.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -93,12 +93,18 @@ class BatchingSink(abc.ABC):
 
     def flush(self) -> None:
         """Write every pending batch; on backpressure the failed batch (and later ones) stay."""
-        for batch in self.batches():
-            if not batch.records:
-                continue
+        self.write_batches([b for b in self.batches() if b.records], self._written)
+
+    def _written(self, batch: Batch) -> None:
+        del self._batches[batch.tp]
+        self._flushed[batch.tp] = batch.last_offset + 1
+
+    def write_batches(self, batches: list[Batch], written: Callable[[Batch], None]) -> None:
+        """Write ``batches`` in order, calling ``written`` with each once it is durable; an
+        error stops at the failing batch (default: one ``write`` after the other)."""
+        for batch in batches:
             self.write(batch)
-            del self._batches[batch.tp]
-            self._flushed[batch.tp] = batch.last_offset + 1
+            written(batch)
 
     def flushed_offsets(self) -> dict[TopicPartition, int]:
         """Next offsets to commit (last written + 1) since the last call; then forgotten."""

@@ -2,8 +2,10 @@
 
 One runner drives one sink in its own consumer group. Records are consumed with
 ``consume(num_messages=...)`` (no per-message callbacks), decoded with ``streams.codec``
-and handed to the sink. The sink is flushed when it holds ``flush_rows`` rows or every
-``flush_seconds``; offsets are committed only after a flush succeeded (design decision 5).
+and handed to the sink. The sink is flushed when it holds ``flush_rows`` rows, every
+``flush_seconds``, or at once when ``flush_asked`` is set (a deletion's sink purge waits
+for the rows written before it); offsets are committed only after a flush succeeded
+(design decision 5).
 A record that does not decode, or that the sink rejects, is dead-lettered with its original
 bytes and its source in headers, and consumption goes on.
 
@@ -41,7 +43,8 @@ class SinkRunner:
                  schemas: Mapping[str, str], dead_letter_topic: str, decode: Decoder,
                  region: str, flush_rows: int = 10_000, flush_seconds: float = 2.0,
                  consume_batch: int = 5_000, retry: RetryPolicy | None = None,
-                 stop_event: threading.Event | None = None) -> None:
+                 stop_event: threading.Event | None = None,
+                 flush_asked: threading.Event | None = None) -> None:
         self.sink = sink
         self.consumer = consumer
         self.producer = producer
@@ -54,6 +57,7 @@ class SinkRunner:
         self.consume_batch = consume_batch
         self.retry = retry or RetryPolicy()
         self.stop_event = stop_event or threading.Event()
+        self.flush_asked = flush_asked or threading.Event()
         self.paused = False
         self.committed: dict[TopicPartition, int] = {}
         self.dead_lettered = 0
@@ -98,9 +102,11 @@ class SinkRunner:
             self.sink.close()
 
     def step(self) -> None:
-        """One poll; flush when the batch is full or old enough, or retry while paused."""
-        messages = self.consumer.consume(num_messages=self.consume_batch,
-                                         timeout=0.2 if self.paused else 0.5)
+        """One poll; flush when the batch is full, old enough or asked for, or retry while
+        paused."""
+        # consume() waits out its timeout unless the batch fills: short, so an asked-for
+        # flush happens within a tenth of a second.
+        messages = self.consumer.consume(num_messages=self.consume_batch, timeout=0.1)
         self._handle(messages)
         now = time.monotonic()
         if self.paused:
@@ -108,6 +114,9 @@ class SinkRunner:
                 self._flush_with_retries(attempts=0)
             return
         due = now - self._last_flush >= self.flush_seconds
+        if self.flush_asked.is_set():
+            self.flush_asked.clear()
+            due = True
         if self.sink.pending() >= self.flush_rows or (due and (self.sink.pending()
                                                               or self._dlq_offsets)):
             self._flush_with_retries()

@@ -42,7 +42,8 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 def _run(settings: Settings, region: str, sink: BatchingSink, schemas: dict[str, str],
          stop_event: threading.Event | None, metrics_port: int | None, flush_rows: int,
-         flush_seconds: float, retry: RetryPolicy | None, stack: ExitStack) -> SinkRunner:
+         flush_seconds: float, retry: RetryPolicy | None, stack: ExitStack,
+         flush_asked: threading.Event | None = None) -> SinkRunner:
     stop = stop_event or threading.Event()
     if stop_event is None:
         _stop_on_signals(stop)
@@ -54,7 +55,7 @@ def _run(settings: Settings, region: str, sink: BatchingSink, schemas: dict[str,
         consumer=kafka_clients.consumer(settings.kafka_bootstrap, group_id(settings, sink.name)),
         producer=kafka_clients.producer(settings.kafka_bootstrap),
         dead_letter_topic=settings.catalog.dead_letters.name, flush_rows=flush_rows,
-        flush_seconds=flush_seconds, retry=retry, stop_event=stop)
+        flush_seconds=flush_seconds, retry=retry, stop_event=stop, flush_asked=flush_asked)
     _LOG.info("%s sink consuming %s as group %s", sink.name, ", ".join(schemas),
               group_id(settings, sink.name))
     runner.run()
@@ -83,9 +84,10 @@ def run_clickhouse_sink(settings: Settings, stop_event: threading.Event | None =
         # Hook (issue 5): deletions' purge commands, carried out by the engine's owner.
         from sinks.purge import start_purge_consumer
 
+        flush_asked = threading.Event()  # a purge waits for the rows consumed before it
         purge, purge_thread = start_purge_consumer(
             settings, sink.client, database=database,
-            sink_group=group_id(settings, sink.name))
+            sink_group=group_id(settings, sink.name), flush_asked=flush_asked)
         stack.callback(purge_thread.join, 30)
         stack.callback(purge.stop_event.set)
         qport = settings.query_port if query_port is None else query_port
@@ -95,7 +97,7 @@ def run_clickhouse_sink(settings: Settings, stop_event: threading.Event | None =
             publish_endpoint(settings, server.port)
             stack.callback(lambda: endpoint_file(settings).unlink(missing_ok=True))
         return _run(settings, policy.region, sink, schemas, stop_event, metrics_port, flush_rows,
-                    flush_seconds, retry, stack)
+                    flush_seconds, retry, stack, flush_asked)
 
 
 def run_training_sink(settings: Settings, stop_event: threading.Event | None = None, *,

@@ -334,13 +334,14 @@ def verify_erasure_cmd(subject: str, strict: bool = typer.Option(
     service = RequestService(settings, load_policy_for(settings))
     service.directory.load()
     key = service.directory.subject_key(subject)
-    pseudos = service.pseudonyms(subject, key) if key is not None else {}
+    pseudos = service.deletions.pseudonyms(subject, key) if key is not None else {}
     receipt = erasure.verify(settings, {subject: pseudos}, database=database,
                              key_shredded=key is None)[subject]
     ok = erasure.passed(receipt, strict)
     service.audit(None, "verify_erasure", "receipt", "done" if ok else "failed", receipt,
                   actor="cli")
     service.flush()
+    service.deletions.close()
     service.directory.close()
     typer.echo(json.dumps({"subject_id": subject, "passed": ok, **receipt}, indent=2))
     if not ok:

@@ -36,8 +36,9 @@ def producer(bootstrap: str, **extra: Any) -> Producer:
 
 
 # Answers from a partition whose leader is not (yet) known: transient, worth a retry.
+# ``_UNKNOWN_PARTITION`` is the client's own answer before its metadata has the new topic.
 _ELECTION = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-                       KafkaError.UNKNOWN_TOPIC_OR_PART})
+                       KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION})
 
 
 def watermarks(client: Consumer, tp: TopicPartition, timeout: float = 30.0) -> tuple[int, int]:

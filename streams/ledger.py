@@ -16,6 +16,7 @@ from streams.key_vault import Keyring
 from streams.pseudonym import new_subject_key
 
 LEDGER_KEY_ID = "__ledger-key__"
+_MEMO_LIMIT = 1 << 20  # refs memoised per reader: the worker asks for every event
 
 
 def ref_for(ledger_key: bytes, subject_id: str) -> str:
@@ -27,8 +28,18 @@ class Ledger:
 
     def __init__(self, keyring: Keyring) -> None:
         self._keyring = keyring
-        self.key: bytes | None = None
+        self._key: bytes | None = None
+        self._memo: dict[str, str] = {}  # subject id -> ref under the current key
         self.refs: set[str] = set()
+
+    @property
+    def key(self) -> bytes | None:
+        return self._key
+
+    @key.setter
+    def key(self, value: bytes | None) -> None:
+        self._key = value
+        self._memo.clear()
 
     def observe(self, key: bytes | None, value: bytes | None) -> None:
         """Fold one ledger-topic record in (any order; tombstones are ignored)."""
@@ -41,10 +52,15 @@ class Ledger:
             self.refs.add(name)
 
     def ref(self, subject_id: str) -> str | None:
-        return ref_for(self.key, subject_id) if self.key is not None else None
+        ref = self._memo.get(subject_id)
+        if ref is None and self._key is not None:
+            if len(self._memo) >= _MEMO_LIMIT:
+                self._memo.clear()
+            ref = self._memo[subject_id] = ref_for(self._key, subject_id)
+        return ref
 
     def is_erased(self, subject_id: str) -> bool:
-        return self.key is not None and ref_for(self.key, subject_id) in self.refs
+        return bool(self.refs) and self.ref(subject_id) in self.refs
 
     def new_key_record(self) -> tuple[bytes, bytes]:
         """(key, value) creating the ledger key; the caller produces it once."""

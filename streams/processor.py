@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from streams import engine
 from streams.aggregates import Contributions
@@ -45,9 +45,8 @@ class Message(Protocol):
     def headers(self) -> list[tuple[str, bytes]] | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One record to produce."""
+class Record(NamedTuple):
+    """One record to produce (a tuple: the hot path makes one or more per event)."""
 
     topic: str
     key: bytes | None

@@ -6,22 +6,11 @@ on ``privacy.audit``, which is also where request status is rebuilt from on rest
 A request whose audit trail is already complete is skipped, so a crash re-runs only open
 requests (every step is idempotent). Offsets are committed after the batch.
 
-Deletion of a batch of subjects, in order:
-
-1. ``ledger``: a deletion-ledger entry keyed by the subject's ledger ref (the ledger key is
-   created by the first deletion). Every worker drops a ledgered subject's events.
-2. ``tombstones``: the subject's pseudonyms are computed from its vault key first, then
-   tombstones go to every subject-keyed compacted topic but the vault. The worker, on the
-   consent tombstone, catches up with the ledger and forgets the subject; we wait until
-   the worker group has committed past the tombstones, so every output of the subject's
-   events is committed before the purge below.
-3. ``sink_purge``: a ``PurgeCommand`` (pseudonyms, no subject id) on ``privacy.purge`` for
-   the ClickHouse sink process, which owns the engine, waits until it has consumed the
-   analytics topic up to the command's offsets, deletes the rows physically and
-   acknowledges on the audit topic.
-4. ``key_shred``: the vault tombstone; cached pseudonyms are dropped from memory.
-5. ``verify`` + ``receipt``: compacted topics re-read from the beginning and the sink
-   table queried; the receipt (counts and methods, no identifiers) is audited.
+Deletions (``streams.deletion``) run as concurrent batches: each consumed batch of
+deletion requests starts at once while fewer than ``MAX_IN_FLIGHT`` are under way (the
+batches share their waits, so more in flight costs little); requests arriving when all
+slots are busy gather into the next batch. A request for a subject whose deletion is
+under way ends with that deletion. Offsets are committed up to the oldest unfinished batch.
 """
 
 from __future__ import annotations
@@ -34,20 +23,20 @@ import uuid
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import pairwise
 from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
 
 from streams import erasure, kafka_clients, metrics
 from streams.codec import Codec, default_codec
+from streams.deletion import Deletions
 from streams.errors import BrokerError, SerializationError
 from streams.key_vault import Keyring
 from streams.policy import Policy
-from streams.pseudonym import forget_cache, subject_pseudonym
 from streams.request_state import Directory
 from streams.settings import Settings
 from streams.subject_requests import (
+    DELETION_STEPS,
     DONE,
     OPEN,
     BadRequest,
@@ -57,10 +46,9 @@ from streams.subject_requests import (
 )
 
 log = logging.getLogger(__name__)
-BARRIER_TIMEOUT_S = 30.0
 PURGE_TIMEOUT_S = 60.0
 MAX_BATCH = 500
-MAX_IN_FLIGHT = 3  # deletion batches carried out at once
+MAX_IN_FLIGHT = 16  # deletion batches carried out at once
 
 
 def _done_future() -> Future[None]:
@@ -88,16 +76,17 @@ class RequestService:
         self.directory = Directory(settings.kafka_bootstrap, self.catalog, self.codec,
                                    self.keyring)
         self.producer = kafka_clients.producer(settings.kafka_bootstrap, **{"linger.ms": 2})
-        self.worker_group = worker_group or settings.consumer_group("worker")
         self.sink_database = sink_database
         self.purge_sinks = purge_sinks
         self.purge_timeout = purge_timeout
         self.ready = threading.Event()
         self._stop = threading.Event()
-        self._ledger_key_lock = threading.Lock()
+        self.ledger_key_lock = threading.Lock()
         self.exports: dict[str, dict[str, Any]] = {}  # request id -> access export (memory)
-        self._linkable = {name: d.pseudonym_domain for name, d in policy.destinations.items()
-                          if d.linkable and d.pseudonym_domain}
+        # Subjects being deleted -> later requests for them, which end with that deletion.
+        self._deleting: dict[str, list[dict[str, Any]]] = {}
+        self._deleting_lock = threading.Lock()
+        self.deletions = Deletions(self, worker_group or settings.consumer_group("worker"))
 
     # -- audit -------------------------------------------------------------------------
 
@@ -161,7 +150,7 @@ class RequestService:
                 if ends and (not waiting or sum(not f.done() for f, _ in pending)
                              < MAX_IN_FLIGHT):
                     offsets = [TopicPartition(t, p, o) for (t, p), o in ends.items()]
-                    done: Future[None] = pool.submit(self.delete, waiting) if waiting \
+                    done: Future[None] = pool.submit(self.deletions.run, waiting) if waiting \
                         else _done_future()
                     pending.append((done, offsets))
                     waiting, ends = [], {}
@@ -175,6 +164,7 @@ class RequestService:
             self.ready.clear()
             pool.shutdown(wait=True, cancel_futures=True)
             consumer.close()
+            self.deletions.close()
             self.directory.close()
             self.producer.flush(10)
 
@@ -218,27 +208,27 @@ class RequestService:
                 continue
             with self.directory.lock:
                 st = self.directory.statuses.get(request["request_id"])
-                done = st is not None and st.status != OPEN
-            if done:
+            if st is not None and st.status != OPEN:
                 continue  # already carried out (a restart re-reads committed requests)
+            # Cut short by a restart: verified already (the subject's consent may be gone
+            # now), and a deletion that began runs every step again (each is idempotent).
+            steps = {(s["step"], s["status"]) for s in st.steps} if st is not None else set()
+            begun = any(step in DELETION_STEPS for step, _ in steps)
             self.audit(request["request_id"], request["type"], "intake", "started",
                        {"submitted_at": request["submitted_at"],
                         "agent": request.get("agent_id") or ""})
-            try:
-                verify(request, self.directory.latest_consent(request["subject_id"]))
-            except BadRequest as exc:
-                self.reject(request, exc)
-                continue
-            self.audit(request["request_id"], request["type"], "verify_requester", "done",
-                       "agent" if request.get("agent_id") else "account e-mail")
+            if ("verify_requester", "done") not in steps:
+                try:
+                    verify(request, self.directory.latest_consent(request["subject_id"]))
+                except BadRequest as exc:
+                    self.reject(request, exc)
+                    continue
+                self.audit(request["request_id"], request["type"], "verify_requester", "done",
+                           "agent" if request.get("agent_id") else "account e-mail")
             kind = request["type"]
-            if kind == "delete" and (self.directory.ledger.is_erased(request["subject_id"])
-                                     or any(d["subject_id"] == request["subject_id"]
-                                            for d in deletes)):
-                # C8 raises one request per event of the subject: the first one does it.
-                self._complete(request, "already erased")
-            elif kind == "delete":
-                deletes.append(request)
+            if kind == "delete":
+                if self._claim_deletion(request, begun):
+                    deletes.append(request)
             elif kind == "access":
                 self._access(request)
             else:
@@ -246,7 +236,22 @@ class RequestService:
         self.flush()
         return deletes
 
-    def _complete(self, request: dict[str, Any], detail: Any = "") -> None:
+    def _claim_deletion(self, request: dict[str, Any], begun: bool) -> bool:
+        """True: this request deletes its subject. Otherwise it ends with the deletion of
+        the subject under way, or now if the subject is erased already (C8 raises one
+        request per event of the subject: the first one does it)."""
+        subject = request["subject_id"]
+        with self._deleting_lock:
+            if subject in self._deleting:
+                self._deleting[subject].append(request)
+                return False
+            if begun or not self.directory.ledger.is_erased(subject):
+                self._deleting[subject] = []
+                return True
+        self.complete(request, "already erased")
+        return False
+
+    def complete(self, request: dict[str, Any], detail: Any = "") -> None:
         self.audit(request["request_id"], request["type"], "complete", "done", detail)
         metrics.REQUESTS.labels(type=request["type"], status="done").inc()
 
@@ -266,7 +271,7 @@ class RequestService:
                               value=self.codec.encode("ConsentRecord", record))
         self.audit(request["request_id"], request["type"], "consent_record", "done",
                    {"fields": changed, "effective_at": now})
-        self._complete(request)
+        self.complete(request)
 
     # -- access ------------------------------------------------------------------------
 
@@ -275,7 +280,7 @@ class RequestService:
 
         subject = request["subject_id"]
         key = self.directory.subject_key(subject)
-        pseudos = self.pseudonyms(subject, key) if key is not None else {}
+        pseudos = self.deletions.pseudonyms(subject, key) if key is not None else {}
         with self.directory.lock:
             history = [dict(r) for r in self.directory.consents.get(subject, [])]
             request_ids = list(self.directory.subject_requests.get(subject, []))
@@ -297,154 +302,21 @@ class RequestService:
         self.audit(request["request_id"], "access", "export", "done",
                    {"consent_records": len(history), "sink_rows": len(rows),
                     "requests": len(requests)})
-        self._complete(request)
+        self.complete(request)
 
-    # -- deletion ----------------------------------------------------------------------
+    # -- deletion (streams.deletion) --------------------------------------------------
 
-    def pseudonyms(self, subject: str, key: bytes) -> dict[str, str]:
-        return {dest: subject_pseudonym(key, domain, subject)
-                for dest, domain in self._linkable.items()}
-
-    def delete(self, requests: list[dict[str, Any]]) -> None:
-        cat = self.catalog
-        started = now_ms()
-        # Before anything destroys a key: the pseudonyms step 3 purges.
-        pseudos: dict[str, dict[str, str]] = {}
-        for r in requests:
-            key = self.directory.subject_key(r["subject_id"])
-            pseudos[r["request_id"]] = self.pseudonyms(r["subject_id"], key) if key else {}
-        # (1) ledger
-        ledger = self.directory.ledger
-        with self.directory.lock, self._ledger_key_lock:
-            if ledger.key is None:
-                k, v = ledger.new_key_record()
-                self.producer.produce(cat.deletion_ledger.name, key=k, value=v)
-        for r in requests:
-            ref = ledger.ref(r["subject_id"])
-            assert ref is not None
-            c8 = r.get("agent_id") == "privacy-pipeline:C8"
-            entry = {"subject_ref": ref, "request_id": r["request_id"],
-                     "reason": "under_13" if c8 else "subject_request",
-                     "clause": "C8" if c8 else "C15", "requested_at": r["submitted_at"],
-                     "recorded_at": now_ms(), "processing_region": self.region}
-            self.producer.produce(cat.deletion_ledger.name, key=ref.encode(),
-                                  value=self.codec.encode("DeletionLedgerEntry", entry))
-        self.flush()
-        with self.directory.lock:
-            ledger.refs.update(ledger.ref(r["subject_id"]) or "" for r in requests)
-        for r in requests:
-            self.audit(r["request_id"], "delete", "ledger", "done", "")
-        # (2) tombstones on every subject-keyed compacted topic but the vault (step 4)
-        stateful = [t.name for t in cat.subject_keyed_compacted() if t != cat.key_vault]
-        for r in requests:
-            for topic in stateful:
-                self.producer.produce(topic, key=r["subject_id"].encode(), value=None)
-        self.flush()
-        for r in requests:
-            self.audit(r["request_id"], "delete", "tombstones", "done", {"topics": stateful})
-        marks = {"tombstones": time.monotonic()}
-        barrier = self._worker_barrier({r["subject_id"] for r in requests})
-        marks["worker_barrier"] = time.monotonic()
-        # (3) sink purge
-        if self.purge_sinks:
-            self._purge(requests, pseudos, barrier)
-        marks["sink_purge"] = time.monotonic()
-        # (4) key shredding
-        for r in requests:
-            self.producer.produce(cat.key_vault.name, key=r["subject_id"].encode(), value=None)
-        self.flush()
-        with self.directory.lock:
-            for r in requests:
-                self.directory.wrapped_keys.pop(r["subject_id"], None)
-        forget_cache()
-        for r in requests:
-            self.audit(r["request_id"], "delete", "key_shred", "done",
-                       {"topic": cat.key_vault.name})
-        self.flush()
-        marks["key_shred"] = time.monotonic()
-        # (5) verify and receipt
-        receipts = erasure.verify(self.settings, {r["subject_id"]: pseudos[r["request_id"]]
-                                                  for r in requests},
-                                  values=False, sinks=self.purge_sinks,
-                                  database=self.sink_database)
-        for r in requests:
-            receipt = receipts[r["subject_id"]]
-            ok = erasure.passed(receipt)
-            self.audit(r["request_id"], "delete", "verify", "done" if ok else "failed",
-                       "" if ok else f"{receipt['linkable']} linkable records remain")
-            self.audit(r["request_id"], "delete", "receipt", "done", receipt)
+    def finish_duplicates(self, request: dict[str, Any], ok: bool) -> None:
+        """Requests for a subject whose deletion was under way end with that deletion."""
+        with self._deleting_lock:
+            duplicates = self._deleting.pop(request["subject_id"], [])
+        for dup in duplicates:
             if ok:
-                self._complete(r)
-                metrics.DELETION_COMPLETION_SECONDS.observe(
-                    max(0.0, (now_ms() - r["submitted_at"]) / 1000))
+                self.complete(dup, {"erased_by": request["request_id"]})
             else:
+                self.audit(dup["request_id"], "delete", "verify", "failed",
+                           f"the deletion of request {request['request_id']} failed")
                 metrics.REQUESTS.labels(type="delete", status="failed").inc()
-        self.flush()
-        marks["verify"] = time.monotonic()
-        names = list(marks)
-        log.info("deleted %d subjects in %.2fs (%s)", len(requests),
-                 (now_ms() - started) / 1000,
-                 ", ".join(f"{b}: {marks[b] - marks[a]:.2f}s" for a, b in pairwise(names)))
-
-    def _worker_barrier(self, subjects: set[str]) -> str:
-        """Wait until the worker group committed past our consent tombstones."""
-        cat = self.catalog
-        probe = kafka_clients.consumer(self.settings.kafka_bootstrap, self.worker_group)
-        try:
-            md = probe.list_topics(cat.consent.name, timeout=10)
-            parts = [TopicPartition(cat.consent.name, p)
-                     for p in md.topics[cat.consent.name].partitions]
-            highs = {tp.partition: probe.get_watermark_offsets(tp, timeout=10)[1]
-                     for tp in parts}
-            deadline = time.monotonic() + BARRIER_TIMEOUT_S
-            while True:
-                committed = {tp.partition: tp.offset for tp in probe.committed(parts, timeout=10)}
-                if all(o < 0 for o in committed.values()):
-                    return "no worker group has consumed consent yet"
-                if all(committed[p] >= h for p, h in highs.items()):
-                    return "worker committed past the tombstones"
-                if time.monotonic() > deadline:
-                    log.warning("worker barrier: timed out after %.0fs", BARRIER_TIMEOUT_S)
-                    return "timed out waiting for the worker"
-                time.sleep(0.05)  # polling the broker's committed offsets
-        finally:
-            probe.close()
-
-    def _purge(self, requests: list[dict[str, Any]], pseudos: dict[str, dict[str, str]],
-               barrier: str) -> None:
-        cat = self.catalog
-        probe = kafka_clients.consumer(self.settings.kafka_bootstrap, f"purge-{uuid.uuid4().hex}")
-        try:
-            md = probe.list_topics(cat.analytics.name, timeout=10)
-            after = {f"{cat.analytics.name}:{p}":
-                     probe.get_watermark_offsets(TopicPartition(cat.analytics.name, p),
-                                                 timeout=10)[1]
-                     for p in md.topics[cat.analytics.name].partitions}
-        finally:
-            probe.close()
-        targets = [{"request_id": r["request_id"], "pseudonyms": pseudos[r["request_id"]]}
-                   for r in requests]
-        command = {"command_id": str(uuid.uuid4()), "requests": targets, "after_offsets": after,
-                   "issued_at": now_ms(), "processing_region": self.region}
-        self.producer.produce(cat.purge.name, value=self.codec.encode("PurgeCommand", command))
-        self.flush()
-        for r in requests:
-            self.audit(r["request_id"], "delete", "sink_purge", "started", {"barrier": barrier})
-        self.flush()
-        ids = {r["request_id"] for r in requests}
-
-        def acknowledged() -> bool:
-            st = self.directory.statuses
-            return all(any(s["step"] == "sink_purge" and s["status"] in ("done", "failed")
-                           and s.get("actor", "").startswith("sink")
-                           for s in st[i].steps) for i in ids if i in st) and \
-                all(i in st for i in ids)
-
-        if not self.directory.wait_for(acknowledged, self.purge_timeout):
-            for r in requests:
-                self.audit(r["request_id"], "delete", "sink_purge", "failed",
-                           f"no acknowledgement from the ClickHouse sink within "
-                           f"{self.purge_timeout:.0f}s")
 
 
 def run_service(settings: Settings, policy: Policy, stop_event: threading.Event | None = None,

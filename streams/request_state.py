@@ -66,13 +66,13 @@ class Directory:
         for topic in self._topics:
             md = self._consumer.list_topics(topic, timeout=10)
             parts += [TopicPartition(topic, p, 0) for p in md.topics[topic].partitions]
-        ends = {(tp.topic, tp.partition): self._consumer.get_watermark_offsets(tp, timeout=10)[1]
+        ends = {(tp.topic, tp.partition): kafka_clients.watermarks(self._consumer, tp)[1]
                 for tp in parts}
         self._consumer.assign(parts)
         pending = {k for k, high in ends.items() if high > 0}
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline:
-            self._poll(0.5)
+            self._poll(0.1)
             for tp in self._consumer.position([TopicPartition(t, p) for t, p in pending]):
                 if tp.offset >= ends[(tp.topic, tp.partition)]:
                     pending.discard((tp.topic, tp.partition))
@@ -87,16 +87,22 @@ class Directory:
         """After ``load()``: keep reading on a background thread until ``close()``."""
         def run() -> None:
             while not self._stop.is_set():
-                self._poll(0.1)
+                # consume() waits out its timeout unless 10,000 records come: keep it
+                # short, as deletions wait on what arrives here (the sink's purge acks).
+                self._poll(0.02)
 
         self._follower = threading.Thread(target=run, name="request-state", daemon=True)
         self._follower.start()
 
+    def highs(self, topic: str) -> dict[int, int]:
+        """The high watermark of each partition of ``topic``, now."""
+        md = self._meta.list_topics(topic, timeout=10)
+        return {p: kafka_clients.watermarks(self._meta, TopicPartition(topic, p))[1]
+                for p in md.topics[topic].partitions}
+
     def caught_up(self, topic: str, timeout: float = 10.0) -> bool:
         """Wait until what ``topic`` holds now has been read."""
-        md = self._meta.list_topics(topic, timeout=10)
-        highs = {p: self._meta.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                 for p in md.topics[topic].partitions}
+        highs = self.highs(topic)
         return self.wait_for(lambda: all(self.positions.get((topic, p), 0) >= h
                                           for p, h in highs.items() if h > 0), timeout)
 

@@ -248,6 +248,41 @@ def fold_status(records: Iterable[Mapping[str, Any]]) -> dict[str, RequestStatus
     return statuses
 
 
-__all__ = ["C8_AGENT", "CORRECTABLE", "DELETION_STEPS", "TYPES", "BadRequest",
-           "RequestStatus", "check_correction", "corrected", "fold_status", "observe",
-           "opted_out", "parse_api_request", "verify"]
+# Milestones of a deletion's audit trail: (name, step, status, actor prefix).
+DELETION_MILESTONES = (
+    ("intake", "intake", "started", ""),
+    ("ledger", "ledger", "done", ""),
+    ("tombstones", "tombstones", "done", ""),
+    ("worker_barrier", "sink_purge", "started", ""),
+    ("sink_purge", "sink_purge", "done", "sink"),
+    ("key_shred", "key_shred", "done", ""),
+    ("verify", "verify", "done", ""),
+    ("complete", "complete", "done", ""),
+)
+
+
+def deletion_timeline(steps: Iterable[Mapping[str, Any]], submitted_at: int) -> dict[str, float]:
+    """Seconds spent before each milestone of a deletion, from its audit steps.
+
+    Each value is the time from the previous milestone (the first: from ``submitted_at``)
+    to the first audit record of this one, so the values add up to request-to-receipt.
+    Milestones missing from the trail are left out.
+    """
+    at: dict[str, int] = {}
+    for s in steps:
+        for name, step, status, actor in DELETION_MILESTONES:
+            if name not in at and s["step"] == step and s["status"] == status and \
+                    str(s.get("actor", "")).startswith(actor):
+                at[name] = int(s["at"])
+    out: dict[str, float] = {}
+    previous = submitted_at
+    for name, *_ in DELETION_MILESTONES:
+        if name in at:
+            out[name] = (at[name] - previous) / 1000
+            previous = at[name]
+    return out
+
+
+__all__ = ["C8_AGENT", "CORRECTABLE", "DELETION_MILESTONES", "DELETION_STEPS", "TYPES",
+           "BadRequest", "RequestStatus", "check_correction", "corrected", "deletion_timeline",
+           "fold_status", "observe", "opted_out", "parse_api_request", "verify"]

@@ -136,6 +136,10 @@ class Worker:
                                "linger.ms": 5, "transaction.timeout.ms": 10_000})
         ledger_reader = kafka_clients.consumer(self.bootstrap, f"ledger-{uuid.uuid4().hex}",
                                                **{"isolation.level": "read_committed"})
+        # Watermark queries on a client that never fetches: on the reader's connection
+        # they would queue behind its long-poll fetch (up to 0.5 s each).
+        self._ledger_meta = kafka_clients.consumer(self.bootstrap,
+                                                   f"ledger-meta-{uuid.uuid4().hex}")
         self._consumer = consumer
         self._ledger_reader = ledger_reader
         try:
@@ -151,6 +155,7 @@ class Worker:
         finally:
             self.ready.clear()
             ledger_reader.close()
+            self._ledger_meta.close()
             consumer.close()
 
     def _follow_ledger(self, reader: Consumer) -> None:
@@ -227,7 +232,7 @@ class Worker:
 
     def _consent_barrier(self, messages: list[Any], consumer: Consumer) -> list[Any]:
         """Catch up on consent before deciding: while a consent partition of this batch's
-        events has unread records, pause those events' raw partitions and read consent only,
+        events has unread records, pause the raw partitions and read consent only,
         so no event is decided on a consent state older than what was already written.
         Bounded, so a consent topic written faster than we read cannot starve the worker."""
         consent = self.catalog.consent.name
@@ -238,7 +243,9 @@ class Worker:
         behind = [p for p in parts if self._consent_lag(consumer, p) > 0]
         if not behind:
             return messages
-        paused = [TopicPartition(t.name, p) for t in self.catalog.raw for p in behind]
+        # Every raw partition, not only those behind: the others would keep adding their
+        # events to this batch while consent is read (batches of 80,000 seen under backlog).
+        paused = [TopicPartition(t.name, p) for t in self.catalog.raw for p in self.stores]
         consumer.pause(paused)
         try:
             deadline = time.monotonic() + BARRIER_MAX_S
@@ -319,7 +326,7 @@ class Worker:
         in this batch could be decided before the worker knows the subject is erased (and
         get a fresh key)."""
         reader = self._ledger_reader
-        ends = {tp.partition: reader.get_watermark_offsets(tp, timeout=10)[1]
+        ends = {tp.partition: kafka_clients.watermarks(self._ledger_meta, tp)[1]
                 for tp in reader.assignment()}
         deadline = time.monotonic() + BARRIER_MAX_S
         while time.monotonic() < deadline:

@@ -1,5 +1,6 @@
 """The request API on the real broker (C15, C8): verification, bad requests, access,
-correction, opt-out, and the deletion the worker raises for a subject under 13."""
+correction, opt-out, a deletion filed twice (the second ends with the first), and the
+deletion the worker raises for a subject under 13."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from streams.infra import load_policy_for
+from streams.key_vault import Keyring
+from streams.ledger import Ledger
 from streams.request_api import ApiServer
 from streams.request_service import RequestService
 from streams.subject_requests import C8_AGENT
@@ -122,6 +125,21 @@ def test_api_verifies_refuses_and_carries_out_requests_c15(kafka_bootstrap: str,
         kid = make_consent("acct-kid", rng, birth_year=None, age_band="under_13")
         produce(settings, cat.consent.name, [("acct-kid", kid)], schema="ConsentRecord")
         with running_worker(settings):
+            # Two deletions of one subject in one go: the second ends with the first.
+            twice = [{"request_id": str(uuid.uuid4()), "type": "delete",
+                      "subject_id": "acct-alice", "requester_email": "alice@new.example",
+                      "agent_id": None, "submitted_at": int(time.time() * 1000),
+                      "correction": None} for _ in range(2)]
+            produce(settings, cat.requests.name, [("acct-alice", r) for r in twice],
+                    schema="SubjectRequest")
+            first, duplicate = (wait_status(port, r["request_id"], 90) for r in twice)
+            assert first["status"] == "done" and first["receipt"]["linkable"] == 0, first
+            assert duplicate["status"] == "done", duplicate
+            assert duplicate["steps"][-1]["detail"] == {"erased_by": twice[0]["request_id"]}
+            assert duplicate["completed_at"] >= next(
+                s["at"] for s in first["steps"] if s["step"] == "receipt")
+            assert [s["step"] for s in duplicate["steps"]] == [
+                "intake", "verify_requester", "complete"]  # nothing done twice
             event = make_record("PlaybackEvent", rng, subject_id="acct-kid")
             produce(settings, cat.raw_playback.name, [("acct-kid", event)],
                     schema="PlaybackEvent")
@@ -130,9 +148,22 @@ def test_api_verifies_refuses_and_carries_out_requests_c15(kafka_bootstrap: str,
                 assert time.monotonic() < deadline, "no C8 request"
                 time.sleep(0.2)  # polling for the worker's request
             c8 = service.directory.subject_requests["acct-kid"][0]
+            # Another deletion of the subject while the first is under way (C8 raises one
+            # per event): it ends with the first, never before its receipt.
+            again = str(uuid.uuid4())
+            produce(settings, cat.requests.name, [("acct-kid", {
+                "request_id": again, "type": "delete", "subject_id": "acct-kid",
+                "requester_email": "", "agent_id": C8_AGENT,
+                "submitted_at": int(time.time() * 1000), "correction": None})],
+                schema="SubjectRequest")
             status = wait_status(port, c8, 90)
+            second = wait_status(port, again, 90)
         assert status["status"] == "done", status
         assert status["receipt"]["linkable"] == 0
+        receipt_at = next(s["at"] for s in status["steps"] if s["step"] == "receipt")
+        assert second["status"] == "done", second
+        assert second["completed_at"] >= receipt_at
+        assert second["steps"][-1].get("detail") in ({"erased_by": c8}, "already erased")
         ledger = decoded(m for m in read_topic(kafka_bootstrap, cat.deletion_ledger.name)
                          if m.key() != b"__ledger-key__")
         assert any(e.get("clause") == "C8" and e["request_id"] == c8 for e in ledger)
@@ -143,3 +174,48 @@ def test_api_verifies_refuses_and_carries_out_requests_c15(kafka_bootstrap: str,
         assert call(port, f"/privacy/requests/{rid}")[0] == 200
     finally:
         server.close()
+
+
+def test_a_deletion_cut_short_by_a_restart_is_carried_out_in_full_c15(
+        kafka_bootstrap: str, unique: str, tmp_path: Path) -> None:
+    """A crash after the ledger step: the restarted service re-reads the request (its offset
+    was never committed) and runs every step again, although the subject is ledgered."""
+    settings = pipeline_settings(kafka_bootstrap, tmp_path, f"rerun-{unique}.")
+    cat = settings.catalog
+    bob = make_consent("acct-bob", random.Random(4), email="bob@example.com")
+    produce(settings, cat.consent.name, [("acct-bob", bob)], schema="ConsentRecord")
+    rid, now = str(uuid.uuid4()), int(time.time() * 1000)
+    produce(settings, cat.requests.name, [("acct-bob", {
+        "request_id": rid, "type": "delete", "subject_id": "acct-bob",
+        "requester_email": "bob@example.com", "agent_id": None, "submitted_at": now,
+        "correction": None})], schema="SubjectRequest")
+    # What the crashed service had written: the ledger entry and its audit trail so far.
+    ledger = Ledger(Keyring(settings.master_key))
+    key, wrapped = ledger.new_key_record()
+    ref = ledger.ref("acct-bob")
+    assert ref is not None
+    produce(settings, cat.deletion_ledger.name, [(key.decode(), wrapped)])
+    produce(settings, cat.deletion_ledger.name, [(ref, {
+        "subject_ref": ref, "request_id": rid, "reason": "subject_request", "clause": "C15",
+        "requested_at": now, "recorded_at": now, "processing_region": "us-east"})],
+        schema="DeletionLedgerEntry")
+    produce(settings, cat.audit.name, [(rid, {
+        "audit_id": str(uuid.uuid4()), "request_id": rid, "action": "delete", "step": step,
+        "status": status, "detail": "", "occurred_at": now, "actor": "request-service",
+        "processing_region": "us-east"}) for step, status in
+        [("intake", "started"), ("verify_requester", "done"), ("ledger", "done")]],
+        schema="AuditRecord")
+    service = RequestService(settings, load_policy_for(settings), purge_sinks=False)
+    server = ApiServer(service, 0, host="127.0.0.1")
+    try:
+        assert service.ready.wait(60)
+        status = wait_status(server.port, rid)
+    finally:
+        server.close()
+    assert status["status"] == "done", status
+    assert status["receipt"]["linkable"] == 0
+    done = [s["step"] for s in status["steps"] if s["status"] == "done"]
+    assert done[-5:] == ["tombstones", "key_shred", "verify", "receipt", "complete"]
+    consent = [m for m in read_topic(kafka_bootstrap, cat.consent.name)
+               if m.key() == b"acct-bob"]
+    assert consent[-1].value() is None  # the tombstone the crash kept from being written

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+import ipaddress
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams import generalize as g
 from streams import pseudonym
@@ -63,3 +68,27 @@ def test_pseudonym_is_keyed_domain_separated_and_not_a_plain_hash() -> None:
     assert len(pseudonym.new_subject_key()) == pseudonym.KEY_BYTES
     pseudonym.forget_cache()
     assert pseudonym.pseudonymize.cache_info().currsize == 0
+
+
+@given(st.binary(min_size=0, max_size=150), st.binary(max_size=300))
+def test_cached_pad_hmac_equals_the_standard_library(key: bytes, msg: bytes) -> None:
+    """The pad-caching HMAC is HMAC-SHA256 (RFC 2104) for any key length, before and
+    after its pad cache is cleared."""
+    expected = hmac.digest(key, msg, "sha256")
+    assert pseudonym.hmac_sha256(key, msg) == expected
+    assert pseudonym.hmac_sha256(key, msg) == expected  # cached pads
+    pseudonym.forget_cache()
+    assert pseudonym.hmac_sha256(key, msg) == expected
+
+
+@given(st.one_of(st.ip_addresses(v=6), st.ip_addresses(v=4)))
+def test_ip_prefix_equals_the_ipaddress_network_C19(ip: Any) -> None:
+    """C19: the fast prefix is exactly the network ``ipaddress`` computes (IPv4-mapped IPv6
+    addresses generalize as their IPv4 address)."""
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if mapped is not None:
+        expected = str(ipaddress.ip_network((mapped, 24), strict=False))
+    else:
+        expected = str(ipaddress.ip_network((ip, 24 if ip.version == 4 else 48), strict=False))
+    g.ip_prefix.cache_clear()
+    assert g.ip_prefix(str(ip)) == expected

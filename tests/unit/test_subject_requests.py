@@ -12,6 +12,7 @@ from streams.subject_requests import (
     C8_AGENT,
     BadRequest,
     corrected,
+    deletion_timeline,
     fold_status,
     opted_out,
     parse_api_request,
@@ -92,6 +93,26 @@ def test_status_is_rebuilt_from_audit_records() -> None:
     assert (st.status, st.completed_at, st.receipt) == ("done", 4, {"linkable": 0})
     rejected = fold_status([audit("intake", "rejected", 9, "email_mismatch: no")])["r1"]
     assert (rejected.status, rejected.reason) == ("rejected", "email_mismatch: no")
+
+
+def test_deletion_timeline_splits_request_to_receipt_by_audited_step_c15() -> None:
+    def step(name: str, status: str, at: int, actor: str = "request-service") -> dict[str, object]:
+        return {"step": name, "status": status, "at": at, "actor": actor}
+
+    steps = [step("intake", "started", 1_100), step("verify_requester", "done", 1_150),
+             step("ledger", "done", 1_300), step("tombstones", "done", 1_350),
+             step("sink_purge", "started", 2_000), step("sink_purge", "done", 2_600, "sink:ch"),
+             step("key_shred", "done", 2_650), step("verify", "done", 3_000),
+             step("receipt", "done", 3_000), step("complete", "done", 3_010)]
+    timeline = deletion_timeline(steps, 1_000)
+    assert timeline == {"intake": 0.1, "ledger": 0.2, "tombstones": 0.05,
+                        "worker_barrier": 0.65, "sink_purge": 0.6, "key_shred": 0.05,
+                        "verify": 0.35, "complete": 0.01}
+    assert round(sum(timeline.values()), 3) == 2.01  # request to receipt
+    # A purge the sink never acknowledged (the service's own "failed") is left out.
+    partial = deletion_timeline([step("intake", "started", 1_100),
+                                 step("sink_purge", "failed", 9_000)], 1_000)
+    assert partial == {"intake": 0.1}
 
 
 def test_access_export_groups_by_c13_category_c15() -> None:

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from sinks.base import Batch, TopicPartition
-from sinks.clickhouse_sink import ClickHouseSink
+from sinks.clickhouse_rows import CELLS_SCHEMA, EVENTS_SCHEMA
+from sinks.clickhouse_sink import CELLS_TABLE, EVENTS_TABLE, ClickHouseSink
 from sinks.errors import QueryRejected, ResidencyError
 from sinks.query import QueryServer, _remote, run_query
 from sinks.service import run_clickhouse_sink
@@ -59,6 +60,31 @@ def test_same_batch_twice_is_written_once_dedup_token_on_chdb(
     sink.write(batch)
     sink.write(batch)  # a retry after a lost acknowledgement: same token
     assert _count(client, f"SELECT count() FROM {db}.analytics_events") == 500
+
+
+def test_an_event_duplicated_upstream_counts_once(
+        clickhouse: tuple[Any, str], tmp_path: Path, clickhouse_dsn: str) -> None:
+    """Two offsets carrying one event id: both rows are kept (one per offset), the
+    ReplacingMergeTree collapses them on merge and FINAL reads one."""
+    client, db = clickhouse
+    settings = sink_settings("localhost:1", "", tmp_path, clickhouse_dsn)
+    event = analytics_event(random.Random(4), pseudonym="p1", platform="ios")
+    _sink(client, db, settings).write(
+        Batch(TopicPartition(settings.catalog.analytics.name, 0), [event, event], [0, 1]))
+    assert _count(client, f"SELECT count() FROM {db}.analytics_events") == 2
+    assert _count(client, f"SELECT count() FROM {db}.analytics_events FINAL") == 1
+
+
+def test_arrow_rows_name_every_insertable_column(
+        clickhouse: tuple[Any, str], tmp_path: Path, clickhouse_dsn: str) -> None:
+    """A migration that adds a column must add it to the sink's rows too."""
+    client, db = clickhouse
+    _sink(client, db, sink_settings("localhost:1", "", tmp_path, clickhouse_dsn)).client()
+    for table, schema in ((EVENTS_TABLE, EVENTS_SCHEMA), (CELLS_TABLE, CELLS_SCHEMA)):
+        plain = client.query("SELECT name FROM system.columns WHERE database = {d:String} "
+                             "AND table = {t:String} AND default_kind = ''",
+                             parameters={"d": db, "t": table}).result_rows
+        assert sorted(schema.names) == sorted(r[0] for r in plain), table
 
 
 def test_sink_delivers_dead_letters_and_commits(

@@ -132,3 +132,19 @@ def test_backpressure_retries_then_pauses_then_resumes_without_loss() -> None:
     assert not runner.paused and consumer.paused == ["pause", "resume"]
     assert sink.rows == [0, 1, 2] and consumer.commits == [{("in", 1): 3}]
     assert runner.committed == {TopicPartition("in", 1): 3}
+
+
+def test_an_asked_for_flush_writes_and_commits_at_once_c15() -> None:
+    """A deletion's sink purge asks for the rows consumed so far instead of waiting for
+    the flush interval (here an hour)."""
+    consumer = ScriptedConsumer([[Msg("in", 0, 0, b"1")], [], [Msg("in", 0, 1, b"2")]])
+    sink = FlakySink(failures=0)
+    runner = _runner(sink, consumer, Producer())
+    runner.step()
+    assert sink.rows == [] and consumer.commits == []  # one row: below flush_rows
+    runner.flush_asked.set()
+    runner.step()
+    assert sink.rows == [1] and consumer.commits == [{("in", 0): 1}]
+    assert not runner.flush_asked.is_set()
+    runner.step()  # not asked again: back to size and interval
+    assert sink.rows == [1] and consumer.commits == [{("in", 0): 1}]
