@@ -127,7 +127,10 @@ class TrafficStream:
     # -- control records ------------------------------------------------------------------
 
     def initial_consents(self) -> list[Message]:
-        """Every consenting subject's first consent record, effective a day before start."""
+        """Every consenting subject's first consent record, effective a day before start.
+
+        The first ``batch`` starts with them unless they were taken here already."""
+        self._started = True
         out = []
         at = self.config.start_ms - DAY_MS
         year = year_of(self.config.start_ms)
@@ -219,7 +222,6 @@ class TrafficStream:
         values: list[bytes] = []
         with gc_paused():
             if not self._started:
-                self._started = True
                 for topic, key, value in self.initial_consents():
                     topics.append(topic)
                     keys.append(key)
