@@ -4,9 +4,8 @@ Measures ``ClickHouseSink.write_batches``, the sink's own flush path (Arrow tabl
 overlapped with ``client.insert_arrow`` of the batch before, each insert with its
 deduplication token) into the migrated ``analytics_events`` table of the embedded engine,
 at batch sizes 1k, 10k and 100k, one batch per partition of a four-partition topic per
-flush. It opens its own chDB
-directory in a temp dir (never the pipeline's data) unless ``CLICKHOUSE_DSN`` names a
-server, where it uses a scratch database and drops it after.
+flush. It opens its own chDB directory in a temp dir (never the pipeline's data) unless
+``CLICKHOUSE_DSN`` names a server, where it uses a scratch database and drops it after.
 Between batch sizes it waits for the background merges of the previous size, so that
 backlog does not slow the next one. Prints progress, then one JSON object on its last line
 with the load average, since the figures depend on what else the machine runs, and the

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -130,21 +130,14 @@ class ClickHouseSink(BatchingSink):
         """Insert the batches in order, building each one's table while the one before it
         is inserted (decision D6): one insert in flight, and a batch counts as written only
         once its insert returned."""
-        in_flight: tuple[Batch, Future[None]] | None = None
+        in_flight: list[tuple[Batch, Future[None]]] = []  # at most one
         try:
             for batch in batches:
                 table = self._table(batch)
-                if in_flight is not None:
-                    in_flight[1].result()
-                    written(in_flight[0])
-                in_flight = batch, self._inserts.submit(self._insert, batch, table)
-            if in_flight is not None:
-                done, in_flight = in_flight, None
-                done[1].result()
-                written(done[0])
-        finally:
-            if in_flight is not None:  # a later batch failed: wait, so no insert outlives us
-                wait([in_flight[1]])
+                _land(in_flight, written)
+                in_flight.append((batch, self._inserts.submit(self._insert, batch, table)))
+        finally:  # also when a later batch failed to build: the one before it still counts
+            _land(in_flight, written)
 
     def _table(self, batch: Batch) -> pa.Table:
         """The batch's rows (pure, on the caller's thread)."""
@@ -194,6 +187,15 @@ def purge(client: Any, database: str, subject_pseudonym: str) -> int:
         client.command(f"ALTER TABLE {table} DELETE WHERE subject_pseudonym = {{p:String}}",
                        parameters=params, settings={"mutations_sync": 2})
     return n
+
+
+def _land(in_flight: list[tuple[Batch, Future[None]]], written: Callable[[Batch], None]
+          ) -> None:
+    """Wait for the insert in flight; its batch is written once it returned."""
+    while in_flight:
+        batch, insert = in_flight.pop()
+        insert.result()
+        written(batch)
 
 
 def _insert_settings(batch: Batch) -> dict[str, Any]:
