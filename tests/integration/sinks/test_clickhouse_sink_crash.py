@@ -36,8 +36,8 @@ REPO = Path(__file__).resolve().parents[3]
 COUNT = "SELECT count() AS n FROM privacy_pipeline.analytics_events"
 
 
-def _events(n: int) -> list[dict[str, Any]]:
-    rng = random.Random(11)
+def _events(n: int, seed: int = 11) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
     return [{"event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
              "subject_pseudonym": f"p{rng.randint(1, 5000)}", "source": "PlaybackEvent",
              "event_type": "play", "event_time": BASE_MS + rng.randint(0, 86_000_000),
@@ -78,8 +78,14 @@ def test_sigkill_mid_run_then_restart_leaves_one_row_per_event(
     settings = sink_settings(kafka_bootstrap, prefix, tmp_path / "home", f"chdb://{data}")
     group = group_id(settings, "clickhouse")
     topic = catalog.analytics.name
-    produce(kafka_bootstrap, topic, "AnalyticsEvent", _events(EVENTS),
-            key=lambda r: str(r["subject_pseudonym"]))
+    produced = 0
+
+    def more(seed: int) -> int:
+        produce(kafka_bootstrap, topic, "AnalyticsEvent", _events(EVENTS, seed),
+                key=lambda r: str(r["subject_pseudonym"]))
+        return produced + EVENTS
+
+    produced = more(11)
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
            "PRIVACY_PIPELINE_TOPIC_PREFIX": prefix, "PRIVACY_PIPELINE_HOME": str(settings.home),
            "CLICKHOUSE_DSN": f"chdb://{data}", "PRIVACY_PIPELINE_REGION": "us-east",
@@ -89,10 +95,11 @@ def test_sigkill_mid_run_then_restart_leaves_one_row_per_event(
     # Kill while rows are in the table past the committed offsets (insert done, commit not),
     # seen through the sink's own query endpoint; checked afterwards from a fresh process.
     exercised = False
-    for _attempt in range(5):
+    for attempt in range(5):
         first = _start(env, log)
         try:
-            def rows_past_commit(proc: subprocess.Popen[bytes] = first) -> bool:
+            def rows_past_commit(proc: subprocess.Popen[bytes] = first,
+                                 total: int = produced) -> bool | str:
                 _alive(proc, log)
                 port = _endpoint_port(settings.home)
                 if port is None:
@@ -101,15 +108,20 @@ def test_sigkill_mid_run_then_restart_leaves_one_row_per_event(
                     written = _remote(port, COUNT)[0]["n"]
                 except ClickHouseError:
                     return False  # not migrated yet
-                return bool(written > _committed(kafka_bootstrap, group, topic))
+                committed = _committed(kafka_bootstrap, group, topic)
+                return bool(written > committed) or ("finished" if committed == total
+                                                     else False)
 
-            wait_for(rows_past_commit, 120, "rows written but not committed", every=0.05)
+            seen = wait_for(rows_past_commit, 120, "rows written but not committed",
+                            every=0.05)
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait(30)
+        if seen == "finished":  # consumed everything between two polls: fresh events, again
+            produced = more(100 + attempt)
+            continue
         written = _probe(data)[0]
         committed = _committed(kafka_bootstrap, group, topic)
-        assert committed < EVENTS, "the whole run finished before the kill"
         if written > committed:
             exercised = True
             break
@@ -119,14 +131,14 @@ def test_sigkill_mid_run_then_restart_leaves_one_row_per_event(
     try:
         def lag_zero() -> bool:
             _alive(second, log)
-            return _committed(kafka_bootstrap, group, topic) == EVENTS
+            return _committed(kafka_bootstrap, group, topic) == produced
 
         wait_for(lag_zero, 150, f"consumer group lag 0 (log: {log})", every=0.5)
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(60) == 0, log.read_text()[-3000:]
 
-    assert _probe(data) == [EVENTS, EVENTS]
+    assert _probe(data) == [produced, produced]
     assert "past the committed offset" in log.read_text()  # the restart skipped them
 
 
