@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from streams import engine
 from streams.arrow_avro import arrow_type
-from streams.batch_outputs import OutputContext, UnbuildableRows, build_table
+from streams.batch_outputs import OutputContext, SharedColumns, UnbuildableRows, build_table
 from streams.consent import ADULT, AGE_16_17, UNDER_13, UNDER_16, SubjectState
 from streams.decisions import DeleteSubject, Dropped, Routed
 from streams.errors import PolicyError, SerializationError
@@ -313,12 +313,12 @@ def _decide(prep: _Prepared, rows: _Rows, st: _States, records: Sequence[Mapping
     reasons[dropped_late] = np.where(blocked[dropped_late] >= 0, blocked[dropped_late],
                                      reason(engine._NO_DESTINATION))
     parts: dict[str, list[tuple[np.ndarray, pa.Table]]] = {d.name: [] for d in plan.dests}
+    shared = SharedColumns(ctx)
     for dest, dest_rows in zip(plan.dests, routed_rows, strict=True):
-        for v in range(4):
-            sub = dest_rows[variant[dest_rows] == v]
-            if len(sub):
-                parts[dest.name].append(
-                    (sub, build_table(dest.layouts[v], sub, ctx, prep.outputs[dest.name])))
+        if len(dest_rows):
+            table = build_table(dest.layouts, dest_rows, variant[dest_rows], shared,
+                                prep.outputs[dest.name])
+            parts[dest.name].append((dest_rows, table))
     errors = _decide_rows(np.flatnonzero(irregular), prep, records, states, keys, policy,
                           kinds, reasons, reason, parts)
     drops = tuple(sorted(reason.index, key=reason.index.__getitem__))

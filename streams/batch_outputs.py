@@ -26,7 +26,7 @@ from streams.field_plan import FieldStep, RecordLayout
 from streams.generalize import HOUR_MS, METHODS
 from streams.pseudonym import pseudonymize
 
-__all__ = ["OutputContext", "UnbuildableRows", "build_table"]
+__all__ = ["OutputContext", "SharedColumns", "UnbuildableRows", "build_table"]
 
 _TRUE, _FALSE = pa.scalar("true"), pa.scalar("false")
 
@@ -88,64 +88,124 @@ def _generalized(values: pa.Array, method: str, rows: np.ndarray) -> pa.Array:
     return pa.array(results, pa.string()).take(encoded.indices)
 
 
-def _step_values(step: FieldStep, rows: np.ndarray, ctx: OutputContext) -> pa.Array:
-    values = ctx.columns[step.field].take(pa.array(rows))
-    if step.handling == "pseudonymize":
-        assert step.arg is not None
-        values = _pseudonyms(values, ctx.key_index[rows], ctx, step.arg)
-    elif step.handling == "generalize":
-        assert step.arg is not None
-        values = _generalized(values, step.arg, rows)
+def _convert(step: FieldStep, values: pa.Array) -> pa.Array:
     if step.target == "a" and step.kind == "boolean":
-        values = pc.if_else(values, _TRUE, _FALSE)
-    elif step.target == "m":
-        values = values.cast(pa.float64(), safe=False)
+        return pc.if_else(values, _TRUE, _FALSE)
+    if step.target == "m":
+        return values.cast(pa.float64(), safe=False)
     return values
 
 
-def _map(entries: list[tuple[str, pa.Array]], rows: int, value_type: pa.DataType) -> pa.Array:
-    """A map per row holding the non-null entries, in ``entries`` order."""
-    offsets = np.zeros(rows + 1, np.int32)
+class SharedColumns:
+    """Kept and generalized values over the whole batch, shared by its destinations."""
+
+    def __init__(self, ctx: OutputContext) -> None:
+        self.ctx = ctx
+        self._values: dict[tuple[str, str, str | None, str, str], pa.Array] = {}
+        self._rows = np.arange(len(ctx.key_index))
+
+    def values(self, step: FieldStep) -> pa.Array:
+        key = (step.field, step.handling, step.arg, step.kind, step.target)
+        found = self._values.get(key)
+        if found is None:
+            found = self.ctx.columns[step.field]
+            if step.handling == "generalize":
+                assert step.arg is not None
+                found = _generalized(found, step.arg, self._rows)
+            found = self._values[key] = _convert(step, found)
+        return found
+
+
+def _ordered_steps(layouts: Sequence[RecordLayout], variants: Sequence[int], target: str
+                   ) -> list[FieldStep] | None:
+    """One entry order of a map for all ``variants`` that keeps each variant's own order
+    (the builder's: always-present entries first), or None if there is none."""
+    orders = [[s for first in (True, False) for s in layouts[v].steps
+               if s.target == target and s.always is first] for v in variants]
+    union: list[FieldStep] = []
+    for order in orders:
+        at = 0
+        for s in order:
+            if s in union:
+                at = union.index(s) + 1
+            else:
+                union.insert(at, s)
+                at += 1
+    for order in orders:
+        positions = [union.index(s) for s in order]
+        if positions != sorted(positions):
+            return None
+    return union
+
+
+Entry = tuple[str, pa.Array, np.ndarray, np.ndarray]  # name, values, position per row, present
+
+
+def _map(entries: list[Entry], n: int, value_type: pa.DataType) -> pa.Array:
+    """A map per row holding its present entries, in ``entries`` order."""
+    offsets = np.zeros(n + 1, np.int32)
     if not entries:
         return pa.MapArray.from_arrays(offsets, pa.array([], pa.string()),
                                        pa.array([], value_type))
-    valid = np.stack([np.asarray(v.is_valid()) for _, v in entries], axis=1)
-    flat = np.flatnonzero(valid)  # row-major: a row's entries together, in entry order
+    present = np.stack([e[3] for e in entries], axis=1)
+    flat = np.flatnonzero(present)  # row-major: a row's entries together, in entry order
     width = len(entries)
-    np.cumsum(valid.sum(axis=1), out=offsets[1:])
-    names = pa.array([name for name, _ in entries], pa.string())
-    keys = names.take(pa.array(flat % width))
-    values = pa.concat_arrays([v.cast(value_type) for _, v in entries])
-    items = values.take(pa.array((flat % width) * rows + flat // width))
-    return pa.MapArray.from_arrays(offsets, keys, items)
+    np.cumsum(present.sum(axis=1), out=offsets[1:])
+    which, row = flat % width, flat // width
+    bases = np.cumsum([0] + [len(e[1]) for e in entries[:-1]])
+    positions = np.stack([e[2] for e in entries])  # entry x row
+    names = pa.array([e[0] for e in entries], pa.string())
+    values = pa.concat_arrays([e[1].cast(value_type) for e in entries])
+    items = values.take(pa.array(bases[which] + positions[which, row]))
+    return pa.MapArray.from_arrays(offsets, names.take(pa.array(which)), items)
 
 
-def build_table(layout: RecordLayout, rows: np.ndarray, ctx: OutputContext,
-                schema: pa.Schema) -> pa.Table:
-    """The output records of input ``rows`` (all routed with this layout's variant)."""
-    n = len(rows)
-    values = {id(s): _step_values(s, rows, ctx) for s in layout.steps}
-    maps: dict[str, list[tuple[str, pa.Array]]] = {"a": [], "m": []}
-    for first in (True, False):  # the builder's dict literal first, then guarded entries
-        for s in layout.steps:
-            if s.target in maps and s.always is first:
-                maps[s.target].append((s.out_name, values[id(s)]))
-    top = {s.out_name: values[id(s)] for s in layout.steps if s.target == "o"}
+def build_table(layouts: Sequence[RecordLayout], rows: np.ndarray, variants: np.ndarray,
+                shared: SharedColumns, schema: pa.Schema) -> pa.Table:
+    """The output records of input ``rows`` routed to one destination, row i built with
+    ``layouts[variants[i]]``; the same records its builders make."""
+    present_variants = sorted(set(np.unique(variants).tolist()))
+    orders = {t: _ordered_steps(layouts, present_variants, t) for t in ("a", "m")}
+    if len(present_variants) > 1 and None in orders.values():  # no common order: split
+        parts = [build_table(layouts, rows[variants == v], variants[variants == v], shared,
+                             schema) for v in present_variants]
+        order = np.argsort(np.concatenate([rows[variants == v] for v in present_variants]),
+                           kind="stable")
+        return pa.concat_tables(parts).take(pa.array(order))
+    n, ctx = len(rows), shared.ctx
+    local: dict[str, pa.Array] = {}
+    entries: dict[FieldStep, tuple[pa.Array, np.ndarray, np.ndarray]] = {}
+    for v in present_variants:
+        for step in layouts[v].steps:
+            if step in entries:
+                continue
+            in_variant = np.isin(variants, [u for u in present_variants
+                                            if step in layouts[u].steps])
+            if step.handling == "pseudonymize":  # per destination domain: only these rows
+                assert step.arg is not None
+                if step.field not in local:
+                    local[step.field] = ctx.columns[step.field].take(pa.array(rows))
+                values = _pseudonyms(local[step.field], ctx.key_index[rows], ctx, step.arg)
+                values, positions = _convert(step, values), np.arange(n)
+            else:
+                values, positions = shared.values(step), rows
+            valid = np.asarray(values.is_valid())[positions] if values.null_count else True
+            entries[step] = (values, positions, in_variant & valid)
     columns = []
-    for name, source, default in layout.top:
+    for name, source, default in layouts[present_variants[0]].top:
         field_type = schema.field(name).type
-        if source == "attributes":
-            column = _map(maps["a"], n, pa.string())
-        elif source == "measures":
-            column = _map(maps["m"], n, pa.float64())
+        if source in ("attributes", "measures"):
+            target = "a" if source == "attributes" else "m"
+            column = _map([(s.out_name, *entries[s]) for s in orders[target] or ()], n,
+                          field_type.item_type)
         elif source in ("region", "version", "source"):
             constant = {"region": ctx.region, "version": ctx.version}.get(source, default)
             column = pa.repeat(pa.scalar(constant, field_type), n)
-        elif name in top:
-            column = top[name].cast(field_type)
-            if source == "default" and default is not None:
-                column = pc.coalesce(column, pa.scalar(default, field_type))
         else:
-            column = pa.repeat(pa.scalar(default, field_type), n)
+            candidates = [pc.if_else(pa.array(present), values.take(pa.array(positions)), None)
+                          .cast(field_type) for s, (values, positions, present) in entries.items()
+                          if s.target == "o" and s.out_name == name]
+            candidates.append(pa.repeat(pa.scalar(default, field_type), n))
+            column = pc.coalesce(*candidates) if len(candidates) > 1 else candidates[0]
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=schema)
