@@ -7,6 +7,8 @@ deletion, gates (C3-C6), per destination the event types, C21 consent version, C
 third-party rules, C17 personal content and required switches, then the output records of
 every (destination, variant) from the builders' own ``RecordLayout`` (C7, C11-C13, C16-C19).
 
+``decide_batch`` takes the records as dicts (what the worker decodes with fastavro today);
+``decide_table`` takes them as Arrow columns (what a native batch decoder will give).
 Decisions are made per distinct subject state (the row engine's ``_resolve`` and
 ``_server_switch``) and spread over the rows with numpy; only the age class at event time
 is per row, vectorized from the state's precomputed thresholds (``SubjectState.age_class``).
@@ -39,7 +41,7 @@ from streams.policy import Policy
 from streams.pseudonym import MIN_KEY_BYTES
 
 __all__ = ["DELETE_SUBJECT", "DROPPED", "FAILED", "ROUTED", "BatchOutcome",
-           "DestinationTable", "decide_batch"]
+           "DestinationTable", "decide_batch", "decide_table"]
 
 ROUTED, DROPPED, DELETE_SUBJECT, FAILED = 0, 1, 2, 3
 _SKIPPED = -1  # a destination the row's event type does not go to (no reason)
@@ -152,6 +154,8 @@ class _Rows:
 
     def __init__(self, records: Sequence[Mapping[str, Any]], columns: Mapping[str, pa.Array]):
         self.records, self.columns, self.n = records, columns, len(records)
+        if isinstance(records, _TableRecords):  # the table is all there is: others are None
+            self.records = [{}] * self.n
 
     def isin(self, name: str, values: frozenset[str]) -> np.ndarray:
         column = self.columns.get(name)
@@ -241,6 +245,48 @@ def decide_batch(
     ``keys[i]``, as ``engine.decide`` would each of them; see the module docstring."""
     prep = _prepare(policy, source_schema)
     columns, irregular = _to_arrow(records, prep)
+    return _decide_columns(prep, columns, irregular, records, states, keys, policy)
+
+
+def decide_table(
+    source_schema: str,
+    table: pa.Table,
+    states: Sequence[SubjectState | None],
+    keys: Sequence[bytes],
+    policy: Policy,
+) -> BatchOutcome:
+    """``decide_batch`` for events already in columns (a decoder's Arrow output: enums as
+    strings, timestamps as int64 millis); a field the table lacks reads as None."""
+    prep = _prepare(policy, source_schema)
+    n = table.num_rows
+    columns = {
+        f.name: (table.column(f.name).combine_chunks().cast(f.type)
+                 if f.name in table.column_names else pa.nulls(n, f.type))
+        for f in prep.struct
+    }
+    irregular = np.zeros(n, bool)
+    for name in prep.required:
+        if columns[name].null_count:
+            irregular |= ~np.asarray(columns[name].is_valid())
+    return _decide_columns(prep, columns, irregular, _TableRecords(table), states, keys, policy)
+
+
+class _TableRecords(Sequence[Mapping[str, Any]]):
+    """Rows of a table as dicts, made only for the rows the row engine decides."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+
+    def __len__(self) -> int:
+        return int(self.table.num_rows)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.table.slice(i, 1).to_pylist()[0]
+
+
+def _decide_columns(prep: _Prepared, columns: dict[str, pa.Array], irregular: np.ndarray,
+                    records: Sequence[Mapping[str, Any]], states: Sequence[SubjectState | None],
+                    keys: Sequence[bytes], policy: Policy) -> BatchOutcome:
     encoded_keys = pa.array(keys, pa.binary()).dictionary_encode()
     short = np.asarray(pc.less(pc.binary_length(encoded_keys.dictionary), MIN_KEY_BYTES))
     key_index = encoded_keys.indices.to_numpy(zero_copy_only=False)

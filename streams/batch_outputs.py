@@ -65,9 +65,11 @@ def _pseudonyms(values: pa.Array, key_index: np.ndarray, ctx: OutputContext, dom
     pairs[~np.asarray(values.is_valid())] = -1
     _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
     strings, keys = encoded.dictionary.to_pylist(), ctx.keys
+    # Python ints, not numpy scalars: indexing numpy per value costs more than the lookup.
+    key_of, code_of = key_index[first].tolist(), codes[first].tolist()
     results = [
-        None if pairs[row] < 0 else pseudonymize(keys[key_index[row]], domain, strings[codes[row]])
-        for row in first.tolist()
+        None if pairs_first < 0 else pseudonymize(keys[k], domain, strings[c])
+        for pairs_first, k, c in zip(pairs[first].tolist(), key_of, code_of, strict=True)
     ]
     return pa.array(results, pa.string()).take(pa.array(inverse.reshape(-1)))
 
@@ -160,13 +162,40 @@ def _map(entries: list[Entry], n: int, value_type: pa.DataType) -> pa.Array:
     return pa.MapArray.from_arrays(offsets, names.take(pa.array(which)), items)
 
 
+@dataclass(frozen=True, slots=True)
+class _DestinationSteps:
+    """The steps of some variants of one destination, each with the variants that have it."""
+
+    steps: tuple[tuple[FieldStep, np.ndarray], ...]  # (step, in-variant flag per variant 0-3)
+    orders: Mapping[str, list[FieldStep] | None]  # map target -> common entry order
+
+
+_steps_cache: dict[tuple[int, tuple[int, ...]], tuple[Sequence[RecordLayout], _DestinationSteps]]
+_steps_cache = {}
+
+
+def _destination_steps(layouts: Sequence[RecordLayout], variants: tuple[int, ...]
+                       ) -> _DestinationSteps:
+    cached = _steps_cache.get((id(layouts), variants))
+    if cached is not None and cached[0] is layouts:
+        return cached[1]
+    steps: dict[FieldStep, np.ndarray] = {}
+    for v in variants:
+        for step in layouts[v].steps:
+            steps.setdefault(step, np.zeros(4, bool))[v] = True
+    orders = {t: _ordered_steps(layouts, variants, t) for t in ("a", "m")}
+    found = _DestinationSteps(tuple(steps.items()), orders)
+    _steps_cache[(id(layouts), variants)] = (layouts, found)
+    return found
+
+
 def build_table(layouts: Sequence[RecordLayout], rows: np.ndarray, variants: np.ndarray,
                 shared: SharedColumns, schema: pa.Schema) -> pa.Table:
     """The output records of input ``rows`` routed to one destination, row i built with
     ``layouts[variants[i]]``; the same records its builders make."""
-    present_variants = sorted(set(np.unique(variants).tolist()))
-    orders = {t: _ordered_steps(layouts, present_variants, t) for t in ("a", "m")}
-    if len(present_variants) > 1 and None in orders.values():  # no common order: split
+    present_variants = tuple(np.flatnonzero(np.bincount(variants, minlength=4)).tolist())
+    plan = _destination_steps(layouts, present_variants)
+    if len(present_variants) > 1 and None in plan.orders.values():  # no common order: split
         parts = [build_table(layouts, rows[variants == v], variants[variants == v], shared,
                              schema) for v in present_variants]
         order = np.argsort(np.concatenate([rows[variants == v] for v in present_variants]),
@@ -175,37 +204,40 @@ def build_table(layouts: Sequence[RecordLayout], rows: np.ndarray, variants: np.
     n, ctx = len(rows), shared.ctx
     local: dict[str, pa.Array] = {}
     entries: dict[FieldStep, tuple[pa.Array, np.ndarray, np.ndarray]] = {}
-    for v in present_variants:
-        for step in layouts[v].steps:
-            if step in entries:
-                continue
-            in_variant = np.isin(variants, [u for u in present_variants
-                                            if step in layouts[u].steps])
-            if step.handling == "pseudonymize":  # per destination domain: only these rows
-                assert step.arg is not None
-                if step.field not in local:
-                    local[step.field] = ctx.columns[step.field].take(pa.array(rows))
-                values = _pseudonyms(local[step.field], ctx.key_index[rows], ctx, step.arg)
-                values, positions = _convert(step, values), np.arange(n)
-            else:
-                values, positions = shared.values(step), rows
-            valid = np.asarray(values.is_valid())[positions] if values.null_count else True
-            entries[step] = (values, positions, in_variant & valid)
+    for step, in_variants in plan.steps:
+        present = in_variants[variants]
+        if step.handling == "pseudonymize":  # per destination domain: only these rows
+            assert step.arg is not None
+            if step.field not in local:
+                local[step.field] = ctx.columns[step.field].take(rows)
+            values = _pseudonyms(local[step.field], ctx.key_index[rows], ctx, step.arg)
+            values, positions = _convert(step, values), np.arange(n)
+        else:
+            values, positions = shared.values(step), rows
+        if values.null_count:
+            present = present & np.asarray(values.is_valid())[positions]
+        entries[step] = (values, positions, present)
     columns = []
     for name, source, default in layouts[present_variants[0]].top:
         field_type = schema.field(name).type
         if source in ("attributes", "measures"):
             target = "a" if source == "attributes" else "m"
-            column = _map([(s.out_name, *entries[s]) for s in orders[target] or ()], n,
+            column = _map([(s.out_name, *entries[s]) for s in plan.orders[target] or ()], n,
                           field_type.item_type)
         elif source in ("region", "version", "source"):
             constant = {"region": ctx.region, "version": ctx.version}.get(source, default)
             column = pa.repeat(pa.scalar(constant, field_type), n)
         else:
-            candidates = [pc.if_else(pa.array(present), values.take(pa.array(positions)), None)
-                          .cast(field_type) for s, (values, positions, present) in entries.items()
-                          if s.target == "o" and s.out_name == name]
-            candidates.append(pa.repeat(pa.scalar(default, field_type), n))
+            candidates = []
+            for s, (values, positions, present) in entries.items():
+                if s.target == "o" and s.out_name == name:
+                    local_values = s.handling == "pseudonymize"  # already one per row
+                    taken = values if local_values else values.take(positions)
+                    if not present.all():
+                        taken = pc.if_else(present, taken, None)
+                    candidates.append(taken.cast(field_type))
+            if default is not None or not candidates:
+                candidates.append(pa.repeat(pa.scalar(default, field_type), n))
             column = pc.coalesce(*candidates) if len(candidates) > 1 else candidates[0]
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=schema)

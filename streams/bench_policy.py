@@ -6,8 +6,10 @@ no consent record) and times ``engine.decide`` over all of them (``events_per_s`
 the columnar engine (``streams.batch_engine``) on the same events in the worker's batches
 of 5,000, grouped by schema: deciding and building the output tables
 (``columnar_events_per_s``, the same work as ``decide``), and that plus encoding every
-output to framed Avro (``columnar_encode_events_per_s``). Each run starts with empty
-pseudonym and generalizer caches.
+output to framed Avro (``columnar_encode_events_per_s``); ``columnar_from_arrow_events_per_s``
+decides the same batches handed over as Arrow tables (``decide_table``, what a native
+decoder will give: no dict-to-Arrow conversion). Each run starts with empty pseudonym and
+generalizer caches.
 ``main()`` prints progress and one JSON object on its last line.
 
 On the shared 2-core machine times move with the load; instruction counts do not:
@@ -16,8 +18,8 @@ On the shared 2-core machine times move with the load; instruction counts do not
         python -m streams.bench_policy 20000 --callgrind=columnar
 
 counts the second half of the events only (the first half warms the caches), for one of
-``row``, ``columnar``, ``columnar_encode``; divide ``callgrind_annotate``'s total by the
-``measured_events`` it prints.
+``row``, ``columnar``, ``columnar_encode``, ``columnar_from_arrow``; divide
+``callgrind_annotate``'s total by the ``measured_events`` it prints.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import pyarrow as pa
+
 from streams import consent, engine, generalize, pseudonym
 from streams.arrow_avro import encode_bodies, frame
-from streams.batch_engine import ROUTED, decide_batch
+from streams.batch_engine import ROUTED, decide_batch, decide_table
 from streams.codec import default_codec
 from streams.consent import SubjectHistory, SubjectState
 from streams.policy import Policy, default_policy
@@ -102,6 +106,8 @@ def run(
             print("deciding in columns ...", file=sys.stderr, flush=True)
         columnar, routed = _timed(lambda: _columnar(batches, policy, encode=False))
         columnar_encode, _ = _timed(lambda: _columnar(batches, policy, encode=True))
+        tables = _as_tables(batches)
+        from_arrow, _ = _timed(lambda: _columnar(tables, policy, encode=False))
     finally:
         gc.unfreeze()
     for d in decisions:
@@ -122,6 +128,7 @@ def run(
         "columnar_events_per_s": round(events / columnar) if columnar > 0 else None,
         "columnar_encode_events_per_s": (
             round(events / columnar_encode) if columnar_encode > 0 else None),
+        "columnar_from_arrow_events_per_s": round(events / from_arrow) if from_arrow > 0 else None,
         "columnar_routed": routed,  # equals outcomes["routed"]
         "load_1m": round(os.getloadavg()[0], 2),
         "outputs": outputs,
@@ -145,6 +152,12 @@ def _schema_batches(work: Work) -> list[tuple[str, list[Any], list[Any], list[An
     return batches
 
 
+def _as_tables(batches: list[tuple[str, Any, list[Any], list[Any]]]
+               ) -> list[tuple[str, Any, list[Any], list[Any]]]:
+    return [(schema, pa.Table.from_pylist(records), states, keys)
+            for schema, records, states, keys in batches]
+
+
 def _forget_caches() -> None:
     pseudonym.forget_cache()
     for func, _ in generalize.METHODS.values():
@@ -158,12 +171,15 @@ def _timed(work: Callable[[], int]) -> tuple[float, int]:
     return time.perf_counter() - start, result
 
 
-def _columnar(batches: list[tuple[str, list[Any], list[Any], list[Any]]], policy: Policy,
+def _columnar(batches: list[tuple[str, Any, list[Any], list[Any]]], policy: Policy,
               encode: bool) -> int:
     """Decide (and encode) every batch in columns; returns the number of routed events."""
     catalog, routed = policy.catalog, 0
     for schema, records, states, keys in batches:
-        outcome = decide_batch(schema, records, states, keys, policy)
+        if isinstance(records, pa.Table):
+            outcome = decide_table(schema, records, states, keys, policy)
+        else:
+            outcome = decide_batch(schema, records, states, keys, policy)
         routed += int((outcome.kinds == ROUTED).sum())
         if encode:
             for table in outcome.tables:
@@ -181,8 +197,13 @@ def _callgrind(label: str, events: int, seed: int) -> dict[str, Any]:
         "row": lambda w: [engine.decide(s, r, st, k, policy) for s, r, st, k in w],
         "columnar": lambda w: _columnar(_schema_batches(w), policy, encode=False),
         "columnar_encode": lambda w: _columnar(_schema_batches(w), policy, encode=True),
+        "columnar_from_arrow": lambda w: _columnar(_as_tables(_schema_batches(w)), policy,
+                                                   encode=False),
     }
     paths[label](work[:half])
+    if label == "columnar_from_arrow":  # the conversion is the decoder's work: not counted
+        tables = _as_tables(_schema_batches(work[half:]))
+        paths[label] = lambda _: _columnar(tables, policy, encode=False)
     gc.collect()
     gc.freeze()
     measured = work[half:]

@@ -12,13 +12,14 @@ import random
 from collections import defaultdict
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams import consent, engine, pseudonym
 from streams.arrow_avro import encode_bodies
-from streams.batch_engine import ROUTED, decide_batch
+from streams.batch_engine import ROUTED, decide_batch, decide_table
 from streams.bench_policy import build_workload
 from streams.codec import default_codec
 from streams.consent import SubjectState
@@ -92,6 +93,17 @@ def check_batch(schema: str, records: list[dict[str, Any]], states: list[Subject
     return covered
 
 
+def check_same_from_arrow(schema: str, records: list[dict[str, Any]],
+                          states: list[SubjectState | None], keys: list[bytes]) -> None:
+    """decide_table on the records as a decoder's Arrow table decides as decide_batch."""
+    from_dicts = decide_batch(schema, records, states, keys, POLICY)
+    from_table = decide_table(schema, pa.Table.from_pylist(records), states, keys, POLICY)
+    assert [from_table.outcome(i) for i in range(len(records))] == [
+        from_dicts.outcome(i) for i in range(len(records))]
+    for a, b in zip(from_dicts.tables, from_table.tables, strict=True):
+        assert a.table.equals(b.table) and a.rows.tolist() == b.rows.tolist()
+
+
 def reachable() -> set[Variant]:
     """Every (schema, destination, variant) the policy can route to."""
     out = set()
@@ -116,6 +128,7 @@ def test_traffic_model_workload_equals_row_engine_for_every_reachable_variant() 
         for schema, items in by_schema.items():
             records, states, keys = (list(x) for x in zip(*items, strict=True))
             covered |= check_batch(schema, records, states, keys)
+            check_same_from_arrow(schema, records, states, keys)
     assert reachable() - covered <= {v for v in reachable() if v[2] & 2}  # limited: below
     assert any(v[2] == 1 for v in covered)  # C17 personal content
 
