@@ -6,7 +6,8 @@ no consent record) and times ``engine.decide`` over all of them (``events_per_s`
 the columnar engine (``streams.batch_engine``) on the same events in the worker's batches
 of 5,000, grouped by schema: deciding and building the output tables
 (``columnar_events_per_s``, the same work as ``decide``), and that plus encoding every
-output to framed Avro (``columnar_encode_events_per_s``); ``columnar_from_arrow_events_per_s``
+output to framed Avro (``columnar_encode_events_per_s``; the row engine's counterpart with
+``codec.encode`` is ``row_encode_events_per_s``); ``columnar_from_arrow_events_per_s``
 decides the same batches handed over as Arrow tables (``decide_table``, what a native
 decoder will give: no dict-to-Arrow conversion). Each run starts with empty pseudonym and
 generalizer caches.
@@ -18,7 +19,7 @@ On the shared 2-core machine times move with the load; instruction counts do not
         python -m streams.bench_policy 20000 --callgrind=columnar
 
 counts the second half of the events only (the first half warms the caches), for one of
-``row``, ``columnar``, ``columnar_encode``, ``columnar_from_arrow``; divide
+``row``, ``row_encode``, ``columnar``, ``columnar_encode``, ``columnar_from_arrow``; divide
 ``callgrind_annotate``'s total by the ``measured_events`` it prints.
 """
 
@@ -97,6 +98,7 @@ def run(
     # the cyclic GC from rescanning it on every collection while the engine runs.
     gc.collect()
     gc.freeze()
+    _forget_caches()
     try:
         start, cpu_start = time.perf_counter(), time.process_time()
         decisions = [decide(s, r, st, k, policy) for s, r, st, k in work]
@@ -104,6 +106,7 @@ def run(
         batches = _schema_batches(work)
         if progress:
             print("deciding in columns ...", file=sys.stderr, flush=True)
+        row_encode, _ = _timed(lambda: _row_encode(work, policy))
         columnar, routed = _timed(lambda: _columnar(batches, policy, encode=False))
         columnar_encode, _ = _timed(lambda: _columnar(batches, policy, encode=True))
         tables = _as_tables(batches)
@@ -125,6 +128,7 @@ def run(
         "seconds": round(elapsed, 4),
         "cpu_seconds": round(cpu, 4),  # below "seconds" when other processes share the CPU
         "events_per_s": round(events / elapsed) if elapsed > 0 else None,
+        "row_encode_events_per_s": round(events / row_encode) if row_encode > 0 else None,
         "columnar_events_per_s": round(events / columnar) if columnar > 0 else None,
         "columnar_encode_events_per_s": (
             round(events / columnar_encode) if columnar_encode > 0 else None),
@@ -150,6 +154,18 @@ def _schema_batches(work: Work) -> list[tuple[str, list[Any], list[Any], list[An
             keys.append(key)
         batches.extend((schema, *columns) for schema, columns in by_schema.items())
     return batches
+
+
+def _row_encode(work: Work, policy: Policy) -> int:
+    """``engine.decide`` and ``codec.encode`` of every output, as the worker does today."""
+    encode, outputs = default_codec().encode, 0
+    for schema, record, state, key in work:
+        decision = engine.decide(schema, record, state, key, policy)
+        if isinstance(decision, engine.Routed):
+            for out in decision.outputs:
+                encode(policy.destinations[out.destination].output_schema, out.record)
+                outputs += 1
+    return outputs
 
 
 def _as_tables(batches: list[tuple[str, Any, list[Any], list[Any]]]
@@ -195,6 +211,7 @@ def _callgrind(label: str, events: int, seed: int) -> dict[str, Any]:
     half = len(work) // 2
     paths: dict[str, Callable[[Work], object]] = {
         "row": lambda w: [engine.decide(s, r, st, k, policy) for s, r, st, k in w],
+        "row_encode": lambda w: _row_encode(w, policy),
         "columnar": lambda w: _columnar(_schema_batches(w), policy, encode=False),
         "columnar_encode": lambda w: _columnar(_schema_batches(w), policy, encode=True),
         "columnar_from_arrow": lambda w: _columnar(_as_tables(_schema_batches(w)), policy,
