@@ -65,6 +65,11 @@ def varints(z: np.ndarray) -> pa.Array:
     """Unsigned LEB128 varints of a uint64 array, as one binary array."""
     z = np.asarray(z, dtype=np.uint64)
     n = len(z)
+    if n == 0 or int(z.max()) < 0x80:  # one byte each: lengths, counts and small longs
+        offsets = np.arange(n + 1, dtype=np.int32)
+        data = z.astype(np.uint8)
+        return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets),
+                                                     pa.py_buffer(data)])
     sizes = np.ones(n, np.int32)
     rest = z >> np.uint64(7)
     while rest.any():
