@@ -186,6 +186,7 @@ class _States:
         self.row = inverse.reshape(-1)  # per row: index of its distinct state
         self.distinct = [states[i] for i in first.tolist()]
         self.resolved = [engine._resolve(s, policy) for s in self.distinct]
+        self._flags: dict[str, np.ndarray] = {}
         self.none = np.array([s is None for s in self.distinct])
         self.version_index = np.array([r[1] for r in self.resolved], np.int64)
         self.managed = np.array([s is not None and s.managed_profile for s in self.distinct])
@@ -200,7 +201,12 @@ class _States:
         self.band = np.array([s.age_class(0) if s is not None else -1 for s in self.distinct])
 
     def flag(self, name: str) -> np.ndarray:
-        return np.array([r[2][name] for r in self.resolved], bool)[self.row]
+        """A resolved subject switch per row."""
+        found = self._flags.get(name)
+        if found is None:
+            per_state = np.fromiter((r[2][name] for r in self.resolved), bool, len(self.resolved))
+            found = self._flags[name] = per_state[self.row]
+        return found
 
     def age_class(self, event_time: np.ndarray) -> np.ndarray:
         """``SubjectState.age_class(event_time)`` per row (-1 where there is no state)."""
