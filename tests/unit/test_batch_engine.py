@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from streams import consent, engine, pseudonym
 from streams.arrow_avro import encode_bodies
-from streams.batch_engine import ROUTED, decide_batch, decide_table
+from streams.batch_engine import DELETE_SUBJECT, ROUTED, decide_batch, decide_table
 from streams.bench_policy import build_workload
 from streams.codec import default_codec
 from streams.consent import SubjectState
@@ -265,3 +265,28 @@ def test_pseudonyms_come_from_the_cache_forget_cache_clears() -> None:
     assert pseudonym.pseudonymize.cache_info().currsize > 0
     pseudonym.forget_cache()
     assert pseudonym.pseudonymize.cache_info().currsize == 0
+
+
+def test_ipv6_addresses_under_13_and_no_consent_record() -> None:
+    """IPv6, v4-mapped and scoped addresses generalize as ip_prefix does (C19); a subject
+    known to be under 13 is deleted (C8); no consent record fails closed (C9)."""
+    rng = random.Random(13)
+    addresses = ["2001:db8:85a3::8a2e:370:7334", "::ffff:192.0.2.7", "fe80::1%eth0", "::1",
+                 "192.0.2.33", "not an address", None]
+    states: list[SubjectState | None] = [
+        _state(), _state(birth_year=2024), _state(birth_year=None, age_band="under_13"),
+        None, _state(limit_sensitive=True), _state(birth_year=None, age_band=None), _state()]
+    for schema, field in (("PlaybackEvent", "ip_address"), ("ActivityEvent", "ip_address"),
+                          ("ServerConfigEvent", "local_ip")):
+        records = []
+        for i, address in enumerate(addresses):
+            record = make_record(schema, rng, subject_id="acct-1")
+            record[field] = address
+            if schema == "PlaybackEvent":
+                record["data_tier"] = "required"
+            if schema == "ServerConfigEvent":
+                record["server_id"] = server_id_for("acct-1", i % 2)
+            records.append(record)
+        check_batch(schema, records, states, [b"k" * 32] * len(records))
+        kinds = decide_batch(schema, records, states, [b"k" * 32] * len(records), POLICY).kinds
+        assert kinds[1] == kinds[2] == DELETE_SUBJECT
