@@ -53,6 +53,7 @@ _prepared: dict[tuple[int, str], tuple[Policy, PreparedSchema]] = {}
 
 
 def prepare(policy: Policy, source_schema: str) -> PreparedSchema:
+    """What the batch engine reads of ``source_schema`` under ``policy`` (made once)."""
     cached = _prepared.get((id(policy), source_schema))
     if cached is not None and cached[0] is policy:
         return cached[1]
@@ -77,7 +78,7 @@ def prepare(policy: Policy, source_schema: str) -> PreparedSchema:
 
 
 def to_arrow(records: Sequence[Mapping[str, Any]], prep: PreparedSchema
-              ) -> tuple[dict[str, pa.Array], np.ndarray]:
+             ) -> tuple[dict[str, pa.Array], np.ndarray]:
     """Input columns, and the rows that do not fit them (for the row engine)."""
     n = len(records)
     bad = np.zeros(n, bool)
