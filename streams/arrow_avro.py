@@ -12,7 +12,7 @@ Anything else raises ``TypeError`` when the encoder is made, never silently.
 A row whose value is null where its schema has no null branch does not encode: its body
 is null (``codec.encode`` raises ``MalformedRecordError`` for the same record).
 
-Stage 1 of the columnar hot path (docs/decisions.md, D7): the worker still encodes with
+Stage 1 of the columnar hot path (docs/decisions.md, D8): the worker still encodes with
 ``streams.codec``; stage 2 switches it to this encoder with the batch engine.
 """
 

@@ -1,6 +1,6 @@
 """The columnar decision engine: a batch of one input schema -> Arrow tables per destination.
 
-Stage 1 of the columnar hot path (docs/decisions.md, D7). It is the engine the worker
+Stage 1 of the columnar hot path (docs/decisions.md, D8). It is the engine the worker
 will use; the worker does not call it yet (stage 2). For each row it decides exactly
 what ``engine.decide`` decides, from the same compiled plan (``policy.plans``): C8
 deletion, gates (C3-C6), per destination the event types, C21 consent version, C9/C10

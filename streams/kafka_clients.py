@@ -24,11 +24,15 @@ def admin(bootstrap: str, **extra: Any) -> AdminClient:
     return AdminClient(_conf(bootstrap, {"socket.timeout.ms": 10_000, **extra}))
 
 
+PRODUCER_QUEUE_MESSAGES = 1_000_000  # messages a producer holds before produce() refuses
+
+
 def producer(bootstrap: str, **extra: Any) -> Producer:
     """An idempotent producer batching for throughput (no per-message callbacks)."""
-    return Producer(_conf(bootstrap, {"enable.idempotence": True, "linger.ms": 20,
-                                      "batch.size": 1_000_000, "compression.type": "lz4",
-                                      "queue.buffering.max.messages": 1_000_000, **extra}))
+    return Producer(_conf(bootstrap, {
+        "enable.idempotence": True, "linger.ms": 20, "batch.size": 1_000_000,
+        "compression.type": "lz4", "queue.buffering.max.messages": PRODUCER_QUEUE_MESSAGES,
+        **extra}))
 
 
 # Answers from a partition whose leader is not (yet) known: transient, worth a retry.

@@ -1,4 +1,4 @@
-"""Seeded sample records for tests: a thin wrapper over ``streams.traffic_model``.
+"""Seeded sample records for tests: a thin wrapper over the traffic model.
 
 The traffic model is the single source of sample records; these helpers keep the
 signatures tests use::
@@ -17,16 +17,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from streams.traffic_model import (
-    BASE_TIME_MS,
-    MIX,
-    RECORDS,
-    email,
-    server_id_for,
-    server_prefs,
-    subject_ids,
-    subject_request,
-)
+from streams.traffic_control import server_prefs, subject_request
+from streams.traffic_model import BASE_TIME_MS, MIX, email, server_id_for, subject_ids
+from streams.traffic_records import RECORDS
 
 __all__ = ["BASE_TIME_MS", "FACTORIES", "MIX", "make_consent", "make_record", "make_request",
            "make_servers", "sample_events", "server_id_for", "subject_ids"]

@@ -148,10 +148,12 @@ def test_delete_subjects_while_traffic_flows_c15_c8(kafka_bootstrap: str, unique
             service_thread.start()
             assert service.ready.wait(60)
             # Deletions while a second wave of traffic flows (later event times).
-            later = boundary - min(e["event_time"] for _, e in first)  # all after the boundary
-            second = [(n, {**e, "event_time": e["event_time"] + shift + later,
-                           "event_id": str(uuid.uuid4())})
-                      for n, e in sample_events(EVENTS, seed=22, subjects=SUBJECTS)]
+            # Every event of this wave after the boundary (its earliest event may come
+            # before the first wave's earliest).
+            wave = sample_events(EVENTS, seed=22, subjects=SUBJECTS)
+            later = boundary - min(e["event_time"] for _, e in wave)
+            second = [(n, {**e, "event_time": e["event_time"] + later,
+                           "event_id": str(uuid.uuid4())}) for n, e in wave]
             waves = by_topic(settings, second)
             requests = [{"request_id": str(uuid.uuid4()), "type": "delete", "subject_id": s,
                          "requester_email": consents[s]["email"], "agent_id": None,

@@ -13,7 +13,8 @@ import pytest
 
 from streams.avro_fast import compile_fields
 from streams.codec import FramingError, MalformedRecordError, UnknownSchemaError, default_codec
-from streams.traffic_model import RECORDS, TrafficConfig, year_of
+from streams.traffic_model import TrafficConfig, year_of
+from streams.traffic_records import RECORDS
 from streams.traffic_stream import TrafficStream
 
 N = 30_000
@@ -160,3 +161,41 @@ def test_sessions_well_formed() -> None:
                 if b["event_type"] == "resume":
                     assert a["event_type"] == "pause"
     assert finished > 100
+
+
+def _sessions_of(msgs: list[tuple[str, bytes, bytes]]) -> list[list[dict[str, Any]]]:
+    """Each subject's playback events split at "play", in message order."""
+    codec = default_codec()
+    runs: dict[str, list[list[dict[str, Any]]]] = {}
+    for topic, _, v in msgs:
+        if topic == "raw.playback":
+            rec = codec.decode(v)[1]
+            subject = runs.setdefault(rec["subject_id"], [])
+            if rec["event_type"] == "play":
+                subject.append([])
+            assert subject, "a session starts with play"
+            subject[-1].append(rec)
+    return [r for subject in runs.values() for r in subject]
+
+
+def test_session_positions_follow_the_time_played() -> None:
+    """While playing, position_ms advances with the event time (up to the duration); a
+    pause holds it, a seek jumps within the title, a complete ends at its duration. A big
+    batch over few subjects: many sessions per subject, none overlapping."""
+    stream = TrafficStream(TrafficConfig(seed=12, subjects=120, bad_fraction=0))
+    sessions = _sessions_of(stream.batch(40_000))
+    assert len(sessions) > 1_000
+    for events in sessions:
+        assert len({(e["device_id"], e["content_id"], e["duration_ms"]) for e in events}) == 1
+        assert events[0]["position_ms"] == 0
+        for a, b in itertools.pairwise(events):
+            dur = b["duration_ms"]
+            if b["event_type"] == "seek":
+                assert 0 <= b["position_ms"] < dur
+            elif b["event_type"] == "complete":
+                assert b["position_ms"] == dur
+            elif a["event_type"] == "pause":
+                assert b["position_ms"] == a["position_ms"]
+            else:
+                played = b["event_time"] - a["event_time"]
+                assert b["position_ms"] == min(dur - 1, a["position_ms"] + played)
