@@ -27,7 +27,7 @@ from streams.schema_catalog import FieldInfo, Handling, SchemaInfo
 if TYPE_CHECKING:
     from streams.policy import Destination, Policy
 
-__all__ = ["DestPlan", "GatePlan", "SchemaPlan", "compile_plans"]
+__all__ = ["DestPlan", "FieldStep", "GatePlan", "RecordLayout", "SchemaPlan", "compile_plans"]
 
 Builder = Callable[[dict[str, Any], bytes, str, str], dict[str, Any]]
 
@@ -58,6 +58,7 @@ class DestPlan:
     requires_subject: tuple[tuple[str, Dropped], ...]  # (subject switch, drop if off)
     requires_server: tuple[tuple[str, Dropped], ...]  # (server switch, drop if off)
     builders: tuple[Builder, ...]  # indexed by PERSONAL | LIMITED bits
+    layouts: tuple[RecordLayout, ...]  # what each builder was made from, same index
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,43 +96,66 @@ def _compatible(kind: str, base: str) -> bool:
     return kind == base
 
 
-def _builder_source(
-    fn: str,
+@dataclass(frozen=True, slots=True)
+class FieldStep:
+    """One input field's way into an output record, for one (destination, variant)."""
+
+    field: str  # input field name
+    handling: str  # keep | pseudonymize | generalize
+    arg: str | None  # pseudonym domain, or generalizer method
+    kind: str  # kind of the converted value: the input base type, "string" or "long"
+    target: str  # "o" top-level field, "a" string map, "m" numeric ``measures`` map
+    out_name: str
+    always: bool  # required input, not generalized: always present, first in its dict
+
+
+@dataclass(frozen=True, slots=True)
+class RecordLayout:
+    """What builds one output record: its top-level fields and the field steps.
+
+    ``top`` is ``(output field, source, default)`` in output schema order; ``source`` is
+    one of region, version, source, attributes, measures, step, default. Builders and the
+    columnar engine (``streams.batch_engine``) are both made from this.
+    """
+
+    output_schema: str
+    top: tuple[tuple[str, str, Any], ...]
+    attr_map: str | None
+    steps: tuple[FieldStep, ...]
+
+
+def _layout(
     schema: SchemaInfo,
     dest: Destination,
     out: SchemaInfo,
     variant: int,
     limited: frozenset[str],
     where: str,
-) -> str:
+) -> RecordLayout:
     top = {f.name: f for f in out.fields}
     attr_map = next((m for m in _MAPS if m in top), None)
-    # Literal entries (required fields whose value can never be None) and guarded
-    # statements (nullable fields, generalizers that may return None), per target dict.
-    literal: dict[str, list[str]] = {"o": [], "a": [], "m": []}
-    body: list[str] = []
-    produced: set[str] = set()
+    steps: list[FieldStep] = []
     for f in schema.fields:
         resolved = _resolve(f, dest, variant, limited)
         if resolved is None:
             continue
         _, h = resolved
         name, dst = h.out_name, f"{where}: field {schema.name}.{f.name} -> {h.out_name}"
+        arg: str | None = None
         if h.handling == "keep":
-            conv, kind = ("list(@)" if f.base_type == "array" else "@"), f.base_type
+            kind = f.base_type
         elif h.handling == "pseudonymize":
             if not dest.linkable:
                 raise PolicyError(f"{dst}: no pseudonym may reach an unlinkable destination (C7)")
-            conv, kind = f"_ps(K, {f'{dest.pseudonym_domain}:{name}'!r}, @)", "string"
+            arg, kind = f"{dest.pseudonym_domain}:{name}", "string"
         else:
             assert h.method is not None
-            conv = f"_g_{h.method}(@)"
+            arg = h.method
             kind = "string" if METHODS[h.method][1] == "str" else "long"
         if name in top and name not in _MAPS and name != "measures":
             if not _compatible(kind, top[name].base_type):
                 raise PolicyError(f"{dst}: {kind} value does not fit {out.name}.{name}")
             target = "o"
-            produced.add(name)
         elif kind in _NUMERIC:
             if "measures" not in top:
                 raise PolicyError(f"{dst}: {out.name} has no measures map")
@@ -140,41 +164,67 @@ def _builder_source(
             if attr_map is None:
                 raise PolicyError(f"{dst}: {out.name} has no attributes map")
             target = "a"
-            if kind == "boolean":
-                conv = f"('true' if {conv} else 'false')"
         else:
             raise PolicyError(f"{dst}: a {kind} value needs a top-level field in {out.name}")
-        if not f.nullable and h.handling != "generalize":
-            literal[target].append(f"{name!r}: {conv.replace(_X, f'r[{f.name!r}]')}")
-            continue
-        body.append(f"    v = r.get({f.name!r})")
-        body.append("    if v is not None:")
-        if h.handling == "generalize":
-            body.append(f"        v = {conv.replace(_X, 'v')}")
-            body.append("        if v is not None:")
-            body.append(f"            {target}[{name!r}] = v")
-        else:
-            body.append(f"        {target}[{name!r}] = {conv.replace(_X, 'v')}")
-    entries = []
+        always = not f.nullable and h.handling != "generalize"
+        steps.append(FieldStep(f.name, h.handling, arg, kind, target, name, always))
+    always_top = {s.out_name for s in steps if s.target == "o" and s.always}
+    produced = {s.out_name for s in steps if s.target == "o"}
+    entries: list[tuple[str, str, Any]] = []
     for f in out.fields:
         fdef = next(x for x in out.raw["fields"] if x["name"] == f.name)
         if f.name == "processing_region":
-            value = "region"  # C12: every output record carries its processing region
+            entries.append((f.name, "region", None))  # C12: every output carries its region
         elif f.name == "policy_version":
-            value = "version"
+            entries.append((f.name, "version", None))
         elif f.name == "source":
-            value = repr(schema.name)
+            entries.append((f.name, "source", schema.name))
         elif f.name == attr_map:
-            value = "a"
+            entries.append((f.name, "attributes", None))
         elif f.name == "measures":
-            value = "m"
-        elif any(e.startswith(f"{f.name!r}:") for e in literal["o"]):
-            continue
+            entries.append((f.name, "measures", None))
+        elif f.name in always_top:
+            entries.append((f.name, "step", None))
         elif f.name in produced or "default" in fdef:
-            value = repr(fdef.get("default")) if "default" in fdef else "None"
+            entries.append((f.name, "default", fdef.get("default")))
         else:
             raise PolicyError(f"{where}: nothing fills required field {out.name}.{f.name}")
-        entries.append(f"{f.name!r}: {value}")
+    return RecordLayout(out.name, tuple(entries), attr_map, tuple(steps))
+
+
+def _builder_source(fn: str, layout: RecordLayout) -> str:
+    # Literal entries (required fields whose value can never be None) and guarded
+    # statements (nullable fields, generalizers that may return None), per target dict.
+    literal: dict[str, list[str]] = {"o": [], "a": [], "m": []}
+    body: list[str] = []
+    for s in layout.steps:
+        if s.handling == "keep":
+            conv = "list(@)" if s.kind == "array" else "@"
+        elif s.handling == "pseudonymize":
+            conv = f"_ps(K, {s.arg!r}, @)"
+        else:
+            conv = f"_g_{s.arg}(@)"
+        if s.target == "a" and s.kind == "boolean":
+            conv = f"('true' if {conv} else 'false')"
+        name = s.out_name
+        if s.always:
+            literal[s.target].append(f"{name!r}: {conv.replace(_X, f'r[{s.field!r}]')}")
+            continue
+        body.append(f"    v = r.get({s.field!r})")
+        body.append("    if v is not None:")
+        if s.handling == "generalize":
+            body.append(f"        v = {conv.replace(_X, 'v')}")
+            body.append("        if v is not None:")
+            body.append(f"            {s.target}[{name!r}] = v")
+        else:
+            body.append(f"        {s.target}[{name!r}] = {conv.replace(_X, 'v')}")
+    values = {"region": "region", "version": "version", "attributes": "a", "measures": "m"}
+    entries = []
+    for name, source, default in layout.top:
+        if source == "step":
+            continue
+        value = repr(default) if source in ("source", "default") else values[source]
+        entries.append(f"{name!r}: {value}")
     head = [
         f"def {fn}(r, K, region, version):",
         "    a = {" + ", ".join(literal["a"]) + "}",
@@ -204,12 +254,14 @@ def compile_plans(policy: Policy) -> dict[str, SchemaPlan]:
                 continue
             where = f"{policy.source}: destinations.{dest.name}"
             out = catalog.by_name(dest.output_schema)
-            builders = []
+            builders, layouts = [], []
             for variant in range(4):
                 fn = f"build_{schema.name}_{dest.name}_{variant}"
-                src = _builder_source(
-                    fn, schema, dest, out, variant, policy.limit_sensitive_categories, where
+                layout = _layout(
+                    schema, dest, out, variant, policy.limit_sensitive_categories, where
                 )
+                layouts.append(layout)
+                src = _builder_source(fn, layout)
                 ns = _namespace()
                 exec(compile(src, f"<field plan {fn}>", "exec"), ns)  # see module docstring
                 builders.append(ns[fn])
@@ -235,6 +287,7 @@ def compile_plans(policy: Policy) -> dict[str, SchemaPlan]:
                     requires_subject=req_subject,
                     requires_server=req_server,
                     builders=tuple(builders),
+                    layouts=tuple(layouts),
                 )
             )
         gates = tuple(
@@ -250,8 +303,7 @@ def compile_plans(policy: Policy) -> dict[str, SchemaPlan]:
 def builder_source(policy: Policy, schema: str, destination: str, variant: int = 0) -> str:
     """The generated source of one builder (for debugging and review)."""
     dest = policy.destinations[destination]
-    return _builder_source(
-        "build",
+    layout = _layout(
         policy.catalog.by_name(schema),
         dest,
         policy.catalog.by_name(dest.output_schema),
@@ -259,3 +311,4 @@ def builder_source(policy: Policy, schema: str, destination: str, variant: int =
         policy.limit_sensitive_categories,
         str(policy.source),
     )
+    return _builder_source("build", layout)

@@ -1,0 +1,195 @@
+"""A batch's inputs as the batch engine reads them: Arrow columns and subject states.
+
+``prepare`` finds, once per (policy, input schema), the input fields the compiled plans
+read and their Arrow types; ``to_arrow`` turns decoded records into those columns and
+names the rows that do not fit (for the row engine). ``BatchStates`` resolves each
+distinct subject state once with the row engine's own ``_resolve``; ``server_switches``
+asks the row engine's ``_server_switch`` once per distinct (state, server).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from streams import engine
+from streams.arrow_avro import arrow_type
+from streams.consent import ADULT, AGE_16_17, UNDER_13, UNDER_16, SubjectState
+from streams.errors import PolicyError
+from streams.field_plan import SchemaPlan
+from streams.policy import Policy
+
+__all__ = ["CONVERSION_ERRORS", "BatchRows", "BatchStates", "PreparedSchema", "TableRecords",
+           "prepare", "server_switches", "to_arrow"]
+
+CONVERSION_ERRORS = (pa.ArrowException, TypeError, ValueError, OverflowError)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSchema:
+    plan: SchemaPlan
+    struct: pa.StructType  # the input fields the plan reads
+    required: tuple[str, ...]  # those of them with no null branch
+    outputs: Mapping[str, pa.Schema]  # destination -> Arrow schema of its output schema
+
+
+def _as_strings(t: Any) -> Any:
+    """Enums are strings in memory (fastavro), so in Arrow too."""
+    if isinstance(t, list):
+        return [_as_strings(b) for b in t]
+    if isinstance(t, dict) and t.get("type") == "enum":
+        return "string"
+    if isinstance(t, dict) and t.get("type") == "array":
+        return {**t, "items": _as_strings(t["items"])}
+    return t
+
+
+_prepared: dict[tuple[int, str], tuple[Policy, PreparedSchema]] = {}
+
+
+def prepare(policy: Policy, source_schema: str) -> PreparedSchema:
+    """What the batch engine reads of ``source_schema`` under ``policy`` (made once)."""
+    cached = _prepared.get((id(policy), source_schema))
+    if cached is not None and cached[0] is policy:
+        return cached[1]
+    plan = policy.plans.get(source_schema)
+    if plan is None:
+        raise PolicyError(f"{policy.source}: {source_schema!r} is not an input schema")
+    schema = policy.catalog.by_name(source_schema)
+    read = {s.field for d in plan.dests for lay in d.layouts for s in lay.steps}
+    read |= {g.field for g in plan.gates if g.field is not None}
+    read |= {plan.personal_field, "event_time", "managed_profile", "event_type", "server_id"}
+    raw = {f["name"]: f["type"] for f in schema.raw["fields"]}
+    fields = [f for f in schema.fields if f.name in read]
+    struct = pa.struct([(f.name, arrow_type(_as_strings(raw[f.name]))) for f in fields])
+    outputs = {}
+    for d in plan.dests:
+        out = policy.catalog.by_name(d.layouts[0].output_schema).raw["fields"]
+        outputs[d.name] = pa.schema([(f["name"], arrow_type(f["type"])) for f in out])
+    required = tuple(f.name for f in fields if not f.nullable)
+    prepared = PreparedSchema(plan, struct, required, outputs)
+    _prepared[(id(policy), source_schema)] = (policy, prepared)
+    return prepared
+
+
+def to_arrow(records: Sequence[Mapping[str, Any]], prep: PreparedSchema
+             ) -> tuple[dict[str, pa.Array], np.ndarray]:
+    """Input columns, and the rows that do not fit them (for the row engine)."""
+    n = len(records)
+    bad = np.zeros(n, bool)
+    try:
+        array = pa.array(records, type=prep.struct)
+    except CONVERSION_ERRORS:
+        for i, record in enumerate(records):
+            try:
+                pa.array([record], type=prep.struct)
+            except CONVERSION_ERRORS:
+                bad[i] = True
+        array = pa.array([{} if b else r for r, b in zip(records, bad, strict=True)],
+                         type=prep.struct)
+    columns = {prep.struct.field(i).name: array.field(i) for i in range(prep.struct.num_fields)}
+    for name in prep.required:
+        if columns[name].null_count:
+            bad |= ~np.asarray(columns[name].is_valid())
+    return columns, bad
+
+
+class BatchRows:
+    """Per-row values the checks read: a column of the schema, else the records' own."""
+
+    def __init__(self, records: Sequence[Mapping[str, Any]], columns: Mapping[str, pa.Array]):
+        self.records, self.columns, self.n = records, columns, len(records)
+        if isinstance(records, TableRecords):  # the table is all there is: others are None
+            self.records = [{}] * self.n
+
+    def isin(self, name: str, values: frozenset[str]) -> np.ndarray:
+        column = self.columns.get(name)
+        if column is None or not pa.types.is_string(column.type):
+            return np.fromiter((r.get(name) in values for r in self.records), bool, self.n)
+        found = pc.is_in(column, value_set=pa.array(sorted(values), pa.string()))
+        return np.asarray(found.fill_null(False))
+
+    def truthy(self, name: str) -> np.ndarray:
+        column = self.columns.get(name)
+        if column is None or not pa.types.is_boolean(column.type):
+            return np.fromiter((bool(r.get(name)) for r in self.records), bool, self.n)
+        return np.asarray(column.fill_null(False))
+
+    def strings(self, name: str) -> list[Any]:
+        column = self.columns.get(name)
+        if column is None:
+            return [r.get(name) for r in self.records]
+        return column.to_pylist()
+
+
+class BatchStates:
+    """The distinct subject states of a batch, resolved once each against the policy."""
+
+    def __init__(self, states: Sequence[SubjectState | None], policy: Policy):
+        ids = np.fromiter(map(id, states), np.uint64, len(states))
+        _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+        self.row = inverse.reshape(-1)  # per row: index of its distinct state
+        self.distinct = [states[i] for i in first.tolist()]
+        self.resolved = [engine._resolve(s, policy) for s in self.distinct]
+        self._flags: dict[str, np.ndarray] = {}
+        self.none = np.array([s is None for s in self.distinct])
+        self.version_index = np.array([r[1] for r in self.resolved], np.int64)
+        self.managed = np.array([s is not None and s.managed_profile for s in self.distinct])
+        far = np.iinfo(np.int64).min
+        self.by_birth_year = np.array([s is not None and s._known_13_from is not None
+                                       for s in self.distinct])
+        self.thresholds = np.array(
+            [(s._known_13_from, s._certain_16_from, s._certain_18_from)
+             if s is not None and s._known_13_from is not None else (far, far, far)
+             for s in self.distinct], np.int64).reshape(-1, 3)
+        # Without a birth year the class does not depend on the event time.
+        self.band = np.array([s.age_class(0) if s is not None else -1 for s in self.distinct])
+
+    def flag(self, name: str) -> np.ndarray:
+        """A resolved subject switch per row."""
+        found = self._flags.get(name)
+        if found is None:
+            per_state = np.fromiter((r[2][name] for r in self.resolved), bool, len(self.resolved))
+            found = self._flags[name] = per_state[self.row]
+        return found
+
+    def age_class(self, event_time: np.ndarray) -> np.ndarray:
+        """``SubjectState.age_class(event_time)`` per row (-1 where there is no state)."""
+        k13, c16, c18 = (self.thresholds[self.row, i] for i in range(3))
+        by_year = np.where(event_time < k13, UNDER_13, np.where(
+            event_time < c16, UNDER_16, np.where(event_time < c18, AGE_16_17, ADULT)))
+        return np.where(self.by_birth_year[self.row], by_year, self.band[self.row])
+
+
+def server_switches(flag: str, rows: BatchRows, states: BatchStates, policy: Policy) -> np.ndarray:
+    """``engine._server_switch`` per row, computed once per distinct (state, server)."""
+    servers = rows.strings("server_id")
+    index: dict[Any, int] = {}
+    codes = np.fromiter((index.setdefault(s, len(index)) for s in servers), np.int64, rows.n)
+    pairs = states.row.astype(np.int64) * max(len(index), 1) + codes
+    _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+    values = []
+    for r in first.tolist():
+        s = states.row[r]
+        defaults = states.resolved[s][0]
+        record = {"server_id": servers[r]}
+        values.append(engine._server_switch(flag, states.distinct[s], defaults, record))
+    return np.array(values, bool)[inverse.reshape(-1)]
+
+
+class TableRecords(Sequence[Mapping[str, Any]]):
+    """Rows of a table as dicts, made only for the rows the row engine decides."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+
+    def __len__(self) -> int:
+        return int(self.table.num_rows)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.table.slice(i, 1).to_pylist()[0]

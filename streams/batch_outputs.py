@@ -1,0 +1,243 @@
+"""Output records of one (destination, variant) as an Arrow table, from its field plan.
+
+The columnar counterpart of a compiled builder (``streams.field_plan``): it reads the
+same ``RecordLayout`` and makes each output column once for all rows of a batch.
+Pseudonyms are computed once per distinct (subject key, domain, value) with
+``pseudonym.pseudonymize`` (so ``forget_cache()`` still clears every derived value),
+generalizers run once per distinct value with the functions of ``streams.generalize``,
+except ``timestamp_hour``, whose arithmetic is exact in numpy. Map entries keep the
+builder's insertion order (always-present entries first), which Avro writes as is.
+
+A generalizer that raises for a value raises ``UnbuildableRows`` naming the rows that
+hold it: the batch engine hands those rows to the row engine, whose answer is the rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from streams.field_plan import FieldStep, RecordLayout
+from streams.generalize import HOUR_MS, METHODS
+from streams.pseudonym import pseudonymize
+
+__all__ = ["OutputContext", "SharedColumns", "UnbuildableRows", "build_table"]
+
+_TRUE, _FALSE = pa.scalar("true"), pa.scalar("false")
+
+
+class UnbuildableRows(Exception):  # internal: never leaves decide_batch, so no PipelineError
+    """A generalizer raised for the values of these input rows."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        super().__init__(f"{len(rows)} rows need the row engine")
+        self.rows = rows
+
+
+@dataclass(frozen=True, slots=True)
+class OutputContext:
+    """What every layout of one batch shares: input columns and subject keys."""
+
+    columns: Mapping[str, pa.Array]  # input field -> column over the whole batch
+    key_index: np.ndarray  # per input row: index into ``keys``
+    keys: Sequence[bytes]  # distinct subject keys of the batch
+    region: str
+    version: str
+
+
+def _per_distinct(values: pa.Array, func: Any) -> pa.Array:
+    """``func`` applied once per distinct non-null value; nulls stay null."""
+    encoded = values.dictionary_encode()
+    results = [func(v) for v in encoded.dictionary.to_pylist()]
+    return pa.array(results, pa.string()).take(encoded.indices)
+
+
+def _pseudonyms(values: pa.Array, key_index: np.ndarray, ctx: OutputContext, domain: str
+                ) -> pa.Array:
+    encoded = values.dictionary_encode()
+    codes = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    pairs = key_index.astype(np.int64) * max(len(encoded.dictionary), 1) + codes
+    pairs[~np.asarray(values.is_valid())] = -1
+    _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+    strings, keys = encoded.dictionary.to_pylist(), ctx.keys
+    # Python ints, not numpy scalars: indexing numpy per value costs more than the lookup.
+    key_of, code_of = key_index[first].tolist(), codes[first].tolist()
+    results = [
+        None if pairs_first < 0 else pseudonymize(keys[k], domain, strings[c])
+        for pairs_first, k, c in zip(pairs[first].tolist(), key_of, code_of, strict=True)
+    ]
+    return pa.array(results, pa.string()).take(pa.array(inverse.reshape(-1)))
+
+
+def _generalized(values: pa.Array, method: str, rows: np.ndarray) -> pa.Array:
+    if method == "timestamp_hour":  # numpy's % on int64 has Python's sign rule, as the function
+        v = values.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        return pa.array(v - v % HOUR_MS, pa.int64(), mask=~np.asarray(values.is_valid()))
+    func = METHODS[method][0]
+    encoded = values.dictionary_encode()
+    results = []
+    for i, v in enumerate(encoded.dictionary.to_pylist()):
+        try:
+            results.append(func(v))
+        except Exception as exc:  # the row engine decides these rows (and reports them)
+            bad = np.asarray(pc.equal(encoded.indices, i).fill_null(False))
+            raise UnbuildableRows(rows[bad]) from exc
+    return pa.array(results, pa.string()).take(encoded.indices)
+
+
+def _convert(step: FieldStep, values: pa.Array) -> pa.Array:
+    if step.target == "a" and step.kind == "boolean":
+        return pc.if_else(values, _TRUE, _FALSE)
+    if step.target == "m":
+        return values.cast(pa.float64(), safe=False)
+    return values
+
+
+class SharedColumns:
+    """Kept and generalized values over the whole batch, shared by its destinations."""
+
+    def __init__(self, ctx: OutputContext) -> None:
+        self.ctx = ctx
+        self._values: dict[tuple[str, str, str | None, str, str], pa.Array] = {}
+        self._rows = np.arange(len(ctx.key_index))
+
+    def values(self, step: FieldStep) -> pa.Array:
+        key = (step.field, step.handling, step.arg, step.kind, step.target)
+        found = self._values.get(key)
+        if found is None:
+            found = self.ctx.columns[step.field]
+            if step.handling == "generalize":
+                assert step.arg is not None
+                found = _generalized(found, step.arg, self._rows)
+            found = self._values[key] = _convert(step, found)
+        return found
+
+
+def _ordered_steps(layouts: Sequence[RecordLayout], variants: Sequence[int], target: str
+                   ) -> list[FieldStep] | None:
+    """One entry order of a map for all ``variants`` that keeps each variant's own order
+    (the builder's: always-present entries first), or None if there is none."""
+    orders = [[s for first in (True, False) for s in layouts[v].steps
+               if s.target == target and s.always is first] for v in variants]
+    union: list[FieldStep] = []
+    for order in orders:
+        at = 0
+        for s in order:
+            if s in union:
+                at = union.index(s) + 1
+            else:
+                union.insert(at, s)
+                at += 1
+    for order in orders:
+        positions = [union.index(s) for s in order]
+        if positions != sorted(positions):
+            return None
+    return union
+
+
+Entry = tuple[str, pa.Array, np.ndarray, np.ndarray]  # name, values, position per row, present
+
+
+def _map(entries: list[Entry], n: int, value_type: pa.DataType) -> pa.Array:
+    """A map per row holding its present entries, in ``entries`` order."""
+    offsets = np.zeros(n + 1, np.int32)
+    if not entries:
+        return pa.MapArray.from_arrays(offsets, pa.array([], pa.string()),
+                                       pa.array([], value_type))
+    present = np.stack([e[3] for e in entries], axis=1)
+    flat = np.flatnonzero(present)  # row-major: a row's entries together, in entry order
+    width = len(entries)
+    np.cumsum(present.sum(axis=1), out=offsets[1:])
+    which, row = flat % width, flat // width
+    bases = np.cumsum([0] + [len(e[1]) for e in entries[:-1]])
+    positions = np.stack([e[2] for e in entries])  # entry x row
+    names = pa.array([e[0] for e in entries], pa.string())
+    values = pa.concat_arrays([e[1].cast(value_type) for e in entries])
+    items = values.take(pa.array(bases[which] + positions[which, row]))
+    return pa.MapArray.from_arrays(offsets, names.take(pa.array(which)), items)
+
+
+@dataclass(frozen=True, slots=True)
+class _DestinationSteps:
+    """The steps of some variants of one destination, each with the variants that have it."""
+
+    steps: tuple[tuple[FieldStep, np.ndarray], ...]  # (step, in-variant flag per variant 0-3)
+    orders: Mapping[str, list[FieldStep] | None]  # map target -> common entry order
+
+
+_steps_cache: dict[tuple[int, tuple[int, ...]], tuple[Sequence[RecordLayout], _DestinationSteps]]
+_steps_cache = {}
+
+
+def _destination_steps(layouts: Sequence[RecordLayout], variants: tuple[int, ...]
+                       ) -> _DestinationSteps:
+    cached = _steps_cache.get((id(layouts), variants))
+    if cached is not None and cached[0] is layouts:
+        return cached[1]
+    steps: dict[FieldStep, np.ndarray] = {}
+    for v in variants:
+        for step in layouts[v].steps:
+            steps.setdefault(step, np.zeros(4, bool))[v] = True
+    orders = {t: _ordered_steps(layouts, variants, t) for t in ("a", "m")}
+    found = _DestinationSteps(tuple(steps.items()), orders)
+    _steps_cache[(id(layouts), variants)] = (layouts, found)
+    return found
+
+
+def build_table(layouts: Sequence[RecordLayout], rows: np.ndarray, variants: np.ndarray,
+                shared: SharedColumns, schema: pa.Schema) -> pa.Table:
+    """The output records of input ``rows`` routed to one destination, row i built with
+    ``layouts[variants[i]]``; the same records its builders make."""
+    present_variants = tuple(np.flatnonzero(np.bincount(variants, minlength=4)).tolist())
+    plan = _destination_steps(layouts, present_variants)
+    if len(present_variants) > 1 and None in plan.orders.values():  # no common order: split
+        parts = [build_table(layouts, rows[variants == v], variants[variants == v], shared,
+                             schema) for v in present_variants]
+        order = np.argsort(np.concatenate([rows[variants == v] for v in present_variants]),
+                           kind="stable")
+        return pa.concat_tables(parts).take(pa.array(order))
+    n, ctx = len(rows), shared.ctx
+    local: dict[str, pa.Array] = {}
+    entries: dict[FieldStep, tuple[pa.Array, np.ndarray, np.ndarray]] = {}
+    for step, in_variants in plan.steps:
+        present = in_variants[variants]
+        if step.handling == "pseudonymize":  # per destination domain: only these rows
+            assert step.arg is not None
+            if step.field not in local:
+                local[step.field] = ctx.columns[step.field].take(rows)
+            values = _pseudonyms(local[step.field], ctx.key_index[rows], ctx, step.arg)
+            values, positions = _convert(step, values), np.arange(n)
+        else:
+            values, positions = shared.values(step), rows
+        if values.null_count:
+            present = present & np.asarray(values.is_valid())[positions]
+        entries[step] = (values, positions, present)
+    columns = []
+    for name, source, default in layouts[present_variants[0]].top:
+        field_type = schema.field(name).type
+        if source in ("attributes", "measures"):
+            target = "a" if source == "attributes" else "m"
+            column = _map([(s.out_name, *entries[s]) for s in plan.orders[target] or ()], n,
+                          field_type.item_type)
+        elif source in ("region", "version", "source"):
+            constant = {"region": ctx.region, "version": ctx.version}.get(source, default)
+            column = pa.repeat(pa.scalar(constant, field_type), n)
+        else:
+            candidates = []
+            for s, (values, positions, present) in entries.items():
+                if s.target == "o" and s.out_name == name:
+                    local_values = s.handling == "pseudonymize"  # already one per row
+                    taken = values if local_values else values.take(positions)
+                    if not present.all():
+                        taken = pc.if_else(present, taken, None)
+                    candidates.append(taken.cast(field_type))
+            if default is not None or not candidates:
+                candidates.append(pa.repeat(pa.scalar(default, field_type), n))
+            column = pc.coalesce(*candidates) if len(candidates) > 1 else candidates[0]
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
