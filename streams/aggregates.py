@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +69,21 @@ class Contributions:
         plays, tokens = self.cells.get(cell, (0, set()))
         tokens.add(subject_token(self.key, cell[0], subject_id))
         self.cells[cell] = (plays + 1, tokens)
+
+    def add_cells(self, cells: Sequence[Cell], subjects: Sequence[str]) -> None:
+        """``add`` for plays whose cells are known (the columnar path); one token per
+        distinct (window, subject) of the call."""
+        tokens: dict[tuple[int, str], str] = {}
+        for cell, subject in zip(cells, subjects, strict=True):
+            token = tokens.get((cell[0], subject))
+            if token is None:
+                token = tokens[(cell[0], subject)] = subject_token(self.key, cell[0], subject)
+            found = self.cells.get(cell)
+            if found is None:
+                self.cells[cell] = (1, {token})
+            else:
+                found[1].add(token)
+                self.cells[cell] = (found[0] + 1, found[1])
 
     def records(self, region: str) -> Iterator[tuple[bytes, dict[str, Any]]]:
         """(cell key, AggregatePartial record) per cell."""

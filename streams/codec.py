@@ -82,6 +82,10 @@ class Codec:
             ) from exc
         return buf.getvalue()
 
+    def header(self, schema: int | str) -> bytes:
+        """The 5-byte frame header of the schema named by id or name."""
+        return self._headers[self._schema(schema).id]
+
     def encode_many(self, schema: int | str, records: Iterable[Mapping[str, Any]]) -> list[bytes]:
         return [self.encode(schema, r) for r in records]
 

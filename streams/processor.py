@@ -6,6 +6,10 @@ dead-lettered with its original bytes. Control records (consent) are applied bef
 batch's events, so a consent change consumed in the same batch governs them; the engine
 then picks the consent state in force at each event's own event time.
 
+Events take the columnar path (``streams.event_columns``, docs/decisions.md D10);
+``process_rows`` is the row reference it must equal (one ``engine.decide`` and one
+``codec.encode`` per record), kept for differential tests and benchmarks.
+
 State the batch reads and changes lives in ``SubjectStore`` (consent histories, subject
 keys, erased subjects); the records that make those changes durable (key-vault entries,
 consent-table changelog, tombstones) are returned with the outputs so the worker writes
@@ -16,69 +20,31 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 from streams import engine
 from streams.aggregates import Contributions
+from streams.batch_accounting import (
+    Accounting,
+    BatchResult,
+    InvalidEvent,
+    Message,
+    Record,
+    SubjectStore,
+)
 from streams.codec import Codec
 from streams.consent import SubjectHistory, apply
 from streams.decisions import DeleteSubject, Dropped, Routed
 from streams.errors import SerializationError
-from streams.key_vault import Keyring
+from streams.event_columns import ColumnarEvents
 from streams.ledger import Ledger
 from streams.policy import Policy
-from streams.pseudonym import forget_cache, new_subject_key
+from streams.pseudonym import forget_cache
 from streams.topics import Catalog
 
-
-class Message(Protocol):
-    """The part of a consumed Kafka message the processor reads (confluent-kafka's)."""
-
-    def topic(self) -> str | None: ...
-    def partition(self) -> int | None: ...
-    def offset(self) -> int | None: ...
-    def key(self) -> bytes | None: ...
-    def value(self) -> bytes | None: ...
-    def headers(self) -> list[tuple[str, bytes]] | None: ...
-
-
-class Record(NamedTuple):
-    """One record to produce (a tuple: the hot path makes one or more per event)."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
-class InvalidEvent(SerializationError):
-    """Decodes, but does not belong where it was found (wrong topic, key mismatch)."""
-
-
-@dataclass
-class SubjectStore:
-    """The worker's state for the subjects of its partitions (plus the erased set)."""
-
-    keyring: Keyring
-    histories: dict[str, SubjectHistory] = field(default_factory=dict)
-    consent_records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    keys: dict[str, bytes] = field(default_factory=dict)  # unwrapped, memory only
-
-
-@dataclass
-class BatchResult:
-    records: list[Record] = field(default_factory=list)
-    outcomes: Counter[str] = field(default_factory=Counter)  # routed / dropped / dead_letter
-    events_in: Counter[str] = field(default_factory=Counter)  # per source topic
-    out: Counter[str] = field(default_factory=Counter)  # per destination
-    drops: Counter[tuple[str, str]] = field(default_factory=Counter)  # (reason, clause)
-    dead_letters: Counter[str] = field(default_factory=Counter)  # per error class
-    deletions: set[str] = field(default_factory=set)  # subjects to delete (C8), once each
-    contributions: Contributions | None = None  # aggregate contributions (C20)
-    event_times: list[int] = field(default_factory=list)  # of routed events (latency)
+__all__ = ["BatchProcessor", "BatchResult", "InvalidEvent", "Message", "Record",
+           "SubjectStore", "restore_history"]
 
 
 class BatchProcessor:
@@ -100,6 +66,9 @@ class BatchProcessor:
         self._dest_topic = {name: catalog.destination(name).name
                             for name in policy.destinations}
         self._dest_schema = {name: d.output_schema for name, d in policy.destinations.items()}
+        self._accounting = Accounting(catalog, codec, self._region)
+        self._columns = ColumnarEvents(catalog, codec, policy, ledger, self._accounting,
+                                       self._allowed)
 
     # -- control -----------------------------------------------------------------------
 
@@ -123,7 +92,7 @@ class BatchProcessor:
                     raise InvalidEvent(f"{schema} with subject {record.get('subject_id')!r} "
                                        f"under key {key!r} on the consent topic")
             except SerializationError as exc:
-                self._dead_letter(msg, exc, result)
+                result.records.append(self._accounting.dead_letter(msg, exc, result))
                 continue
             history = apply(store.histories.get(key), record)
             store.histories[key] = history
@@ -147,15 +116,28 @@ class BatchProcessor:
 
     def process(self, messages: Sequence[Message], store: SubjectStore,
                 result: BatchResult | None = None) -> BatchResult:
-        """Decide every raw message of the batch; returns the records to produce."""
-        result = result or BatchResult()
-        if result.contributions is None:
-            result.contributions = Contributions(self._token_key)
-        contribute = result.contributions.add
+        """Decide every raw message of one partition's batch; returns the records to produce."""
+        return self.process_partitions([(messages, store)], result)
+
+    def process_partitions(self, batches: Sequence[tuple[Sequence[Message], SubjectStore]],
+                           result: BatchResult | None = None) -> BatchResult:
+        """Decide the raw messages of several partitions, each with its own store, in one
+        columnar pass (bigger tables: each kernel call's fixed cost is paid once)."""
+        result = self._started(result)
+        self._columns.process(batches, result, int(time.time() * 1000))
+        return result
+
+    def process_rows(self, messages: Sequence[Message], store: SubjectStore,
+                     result: BatchResult | None = None) -> BatchResult:
+        """The row reference of ``process``: one ``engine.decide`` and ``codec.encode`` per
+        record. The columnar path must give the same records, in the same order."""
+        result = self._started(result)
+        contribute = result.contributions.add  # type: ignore[union-attr]
         now = int(time.time() * 1000)
         decode = self._codec.decode
         decide = engine.decide
         policy = self._policy
+        acct = self._accounting
         records = result.records
         for msg in messages:
             topic = msg.topic() or ""
@@ -169,18 +151,19 @@ class BatchProcessor:
                     raise InvalidEvent(f"key does not match subject_id of {schema} "
                                        f"{event.get('event_id')}")
             except SerializationError as exc:
-                self._dead_letter(msg, exc, result)
+                records.append(acct.dead_letter(msg, exc, result))
                 continue
             if self._ledger.is_erased(subject):
-                self._drop(msg, event, "subject_erased", "C15", now, result)
+                records.append(acct.drop(msg, event.get("event_id"), "subject_erased", "C15",
+                                         now, result))
                 continue
             history = store.histories.get(subject)
             state = history.at(event["event_time"]) if history is not None else None
+            key = acct.subject_key(subject, store, now, result)
             try:
-                decision = decide(schema, event, state, self._subject_key(subject, store, now,
-                                                                          result), policy)
+                decision = decide(schema, event, state, key, policy)
             except SerializationError as exc:
-                self._dead_letter(msg, exc, result)
+                records.append(acct.dead_letter(msg, exc, result))
                 continue
             if isinstance(decision, Routed):
                 for out in decision.outputs:
@@ -195,54 +178,18 @@ class BatchProcessor:
                         contribute(out.record, subject)
                 result.outcomes["routed"] += 1
                 result.event_times.append(event["event_time"])
-            elif isinstance(decision, Dropped):
-                self._drop(msg, event, decision.reason, decision.clause, now, result)
-            elif isinstance(decision, DeleteSubject):
-                self._drop(msg, event, decision.reason, decision.clause, now, result)
-                result.deletions.add(subject)
+            elif isinstance(decision, Dropped | DeleteSubject):
+                records.append(acct.drop(msg, event.get("event_id"), decision.reason,
+                                         decision.clause, now, result))
+                if isinstance(decision, DeleteSubject):
+                    result.deletions.add(subject)
         return result
 
-    def _subject_key(self, subject: str, store: SubjectStore, now: int,
-                     result: BatchResult) -> bytes:
-        key = store.keys.get(subject)
-        if key is None:
-            key = new_subject_key()
-            store.keys[subject] = key
-            entry = {"subject_id": subject, "wrapped_key": store.keyring.wrap(subject, key),
-                     "key_version": 1, "created_at": now, "processing_region": self._region}
-            result.records.append(Record(self._catalog.key_vault.name, subject.encode(),
-                                         self._codec.encode("KeyVaultEntry", entry)))
-        return key
-
-    def _drop(self, msg: Message, event: dict[str, Any], reason: str, clause: str, now: int,
-              result: BatchResult) -> None:
-        drop = {"event_id": event.get("event_id"), "reason": reason, "clause": clause,
-                "source_topic": msg.topic() or "", "source_partition": msg.partition() or 0,
-                "source_offset": msg.offset() or 0, "dropped_at": now,
-                "processing_region": self._region}
-        result.records.append(Record(self._catalog.drops.name, None,
-                                     self._codec.encode("DropRecord", drop)))
-        result.drops[(reason, clause)] += 1
-        result.outcomes["dropped"] += 1
-
-    def _dead_letter(self, msg: Message, exc: Exception, result: BatchResult) -> None:
-        error_class = type(exc).__name__
-        topic = msg.topic() or ""
-        letter = {"original_key": msg.key(), "original_value": msg.value(),
-                  "source_topic": topic, "source_partition": msg.partition() or 0,
-                  "source_offset": msg.offset() or 0, "error_class": error_class,
-                  "error_message": str(exc)[:1000], "failed_at": int(time.time() * 1000),
-                  "processing_region": self._region}
-        headers = (("source_topic", topic.encode()),
-                   ("source_partition", str(msg.partition()).encode()),
-                   ("source_offset", str(msg.offset()).encode()),
-                   ("error_class", error_class.encode()),
-                   ("error_message", str(exc)[:200].encode("utf-8", "replace")),
-                   *(msg.headers() or ()))
-        result.records.append(Record(self._catalog.dead_letters.name, msg.key(),
-                                     self._codec.encode("DeadLetter", letter), headers))
-        result.dead_letters[error_class] += 1
-        result.outcomes["dead_letter"] += 1
+    def _started(self, result: BatchResult | None) -> BatchResult:
+        result = result or BatchResult()
+        if result.contributions is None:
+            result.contributions = Contributions(self._token_key)
+        return result
 
 
 def _kept(records: list[dict[str, Any]], history: SubjectHistory) -> list[dict[str, Any]]:

@@ -292,12 +292,16 @@ class Worker:
         if any(m.value() is None for consent, _ in by_partition.values() for m in consent):
             self._catch_up_ledger()
         result = BatchResult()
-        for part, (consent, events) in by_partition.items():
+        events = []
+        for part, (consent, raw) in by_partition.items():
             store = self.stores.get(part)
             if store is None:  # revoked meanwhile; the new owner re-reads it
                 continue
             self.processor.apply_consent(consent, store, result)
-            self.processor.process(events, store, result)
+            events.append((raw, store))
+        # Every partition's consent is in before any event is decided; partitions share
+        # no subject, so one columnar pass over all of them decides as one per partition.
+        self.processor.process_partitions(events, result)
         for subject in result.deletions:
             result.records.append(self._deletion_request(subject))
         if result.contributions is not None:

@@ -1,0 +1,153 @@
+"""What one processed batch yields: the records to produce and the counts behind metrics.
+
+Both event paths (the columnar one the worker runs and the row reference) account
+through ``Accounting``, so a drop record, a dead letter or a key-vault entry is written
+the same way whichever path decided the event (design decision 5: one outcome each).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+import pyarrow as pa
+
+from streams.aggregates import Contributions
+from streams.arrow_avro import arrow_type, encode_bodies, frame
+from streams.codec import Codec
+from streams.consent import SubjectHistory
+from streams.errors import SerializationError
+from streams.key_vault import Keyring
+from streams.pseudonym import new_subject_key
+from streams.topics import Catalog
+
+__all__ = ["Accounting", "BatchResult", "InvalidEvent", "Message", "Record", "SubjectStore"]
+
+
+class Message(Protocol):
+    """The part of a consumed Kafka message the processor reads (confluent-kafka's)."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> list[tuple[str, bytes]] | None: ...
+
+
+class Record(NamedTuple):
+    """One record to produce (a tuple: the hot path makes one or more per event)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class InvalidEvent(SerializationError):
+    """Decodes, but does not belong where it was found (wrong topic, key mismatch)."""
+
+
+@dataclass
+class SubjectStore:
+    """The worker's state for the subjects of its partitions (plus the erased set)."""
+
+    keyring: Keyring
+    histories: dict[str, SubjectHistory] = field(default_factory=dict)
+    consent_records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    keys: dict[str, bytes] = field(default_factory=dict)  # unwrapped, memory only
+
+
+@dataclass
+class BatchResult:
+    records: list[Record] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)  # routed / dropped / dead_letter
+    events_in: Counter[str] = field(default_factory=Counter)  # per source topic
+    out: Counter[str] = field(default_factory=Counter)  # per destination
+    drops: Counter[tuple[str, str]] = field(default_factory=Counter)  # (reason, clause)
+    dead_letters: Counter[str] = field(default_factory=Counter)  # per error class
+    deletions: set[str] = field(default_factory=set)  # subjects to delete (C8), once each
+    contributions: Contributions | None = None  # aggregate contributions (C20)
+    event_times: list[int] = field(default_factory=list)  # of routed events (latency)
+
+
+class Accounting:
+    """Writes the records of non-routed outcomes and new subject keys into a result."""
+
+    def __init__(self, catalog: Catalog, codec: Codec, region: str) -> None:
+        self._catalog = catalog
+        self._codec = codec
+        self._region = region
+        info = codec.catalog.by_name("DropRecord")
+        self._drop_schema = info.raw
+        self._drop_arrow = pa.schema([(f["name"], arrow_type(f["type"]))
+                                      for f in info.raw["fields"]])
+        self._drop_header = codec.header("DropRecord")
+
+    def subject_key(self, subject: str, store: SubjectStore, now: int,
+                    result: BatchResult) -> bytes:
+        """The subject's key; a new subject gets one, and its key-vault entry."""
+        key = store.keys.get(subject)
+        if key is None:
+            key = new_subject_key()
+            store.keys[subject] = key
+            entry = {"subject_id": subject, "wrapped_key": store.keyring.wrap(subject, key),
+                     "key_version": 1, "created_at": now, "processing_region": self._region}
+            result.records.append(Record(self._catalog.key_vault.name, subject.encode(),
+                                         self._codec.encode("KeyVaultEntry", entry)))
+        return key
+
+    def drop(self, msg: Message, event_id: str | None, reason: str, clause: str, now: int,
+             result: BatchResult) -> Record:
+        """The drop record of one event (counted in ``result``; the caller places it)."""
+        drop = {"event_id": event_id, "reason": reason, "clause": clause,
+                "source_topic": msg.topic() or "", "source_partition": msg.partition() or 0,
+                "source_offset": msg.offset() or 0, "dropped_at": now,
+                "processing_region": self._region}
+        self.count_drops(reason, clause, 1, result)
+        return Record(self._catalog.drops.name, None, self._codec.encode("DropRecord", drop))
+
+    def drop_records(self, messages: Sequence[Message], event_ids: Sequence[str | None],
+                     reasons: Sequence[str], clauses: Sequence[str], now: int) -> list[Record]:
+        """Drop records of many events at once (the columnar encoder; same bytes as
+        ``drop``); the caller counts them with ``count_drops``."""
+        n = len(messages)
+        table = pa.Table.from_pydict({
+            "event_id": event_ids, "reason": reasons, "clause": clauses,
+            "source_topic": [m.topic() or "" for m in messages],
+            "source_partition": [m.partition() or 0 for m in messages],
+            "source_offset": [m.offset() or 0 for m in messages],
+            "dropped_at": [now] * n, "processing_region": [self._region] * n,
+        }, schema=self._drop_arrow)
+        bodies = frame(encode_bodies(table, self._drop_schema), self._drop_header)
+        topic = self._catalog.drops.name
+        return [Record(topic, None, value) for value in bodies.to_pylist()]
+
+    @staticmethod
+    def count_drops(reason: str, clause: str, n: int, result: BatchResult) -> None:
+        result.drops[(reason, clause)] += n
+        result.outcomes["dropped"] += n
+
+    def dead_letter(self, msg: Message, exc: Exception, result: BatchResult) -> Record:
+        """The dead letter of ``msg``: its original key, bytes and headers (counted in
+        ``result``; the caller places it)."""
+        error_class = type(exc).__name__
+        topic = msg.topic() or ""
+        letter = {"original_key": msg.key(), "original_value": msg.value(),
+                  "source_topic": topic, "source_partition": msg.partition() or 0,
+                  "source_offset": msg.offset() or 0, "error_class": error_class,
+                  "error_message": str(exc)[:1000], "failed_at": int(time.time() * 1000),
+                  "processing_region": self._region}
+        headers = (("source_topic", topic.encode()),
+                   ("source_partition", str(msg.partition()).encode()),
+                   ("source_offset", str(msg.offset()).encode()),
+                   ("error_class", error_class.encode()),
+                   ("error_message", str(exc)[:200].encode("utf-8", "replace")),
+                   *(msg.headers() or ()))
+        result.dead_letters[error_class] += 1
+        result.outcomes["dead_letter"] += 1
+        return Record(self._catalog.dead_letters.name, msg.key(),
+                      self._codec.encode("DeadLetter", letter), headers)

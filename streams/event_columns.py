@@ -1,0 +1,295 @@
+"""The worker's event path in columns: raw messages -> outputs, drops and dead letters.
+
+Stage 2 of the columnar hot path (docs/decisions.md, D10). A batch of raw messages
+(from any of the worker's partitions, each with its partition's ``SubjectStore``) is
+decoded with ``avro_columns.decode_columns`` into one Arrow table per schema, checked
+(schema allowed on its topic, key equal to ``subject_id``), split into erased subjects
+(C15) and the rest, decided with ``batch_engine.decide_table`` against each row's consent
+state at its own event time, and every destination's table is encoded with
+``arrow_avro``. The outcome of each message is the one ``BatchProcessor.process_rows``
+(the row reference) gives it, with the same error classes and messages, and the records
+come out in the same order: per message in batch order, its outputs in plan order.
+
+One difference, on purpose: an output record that does not encode (``arrow_avro`` gives
+a null body) makes its event a dead letter (``MalformedRecordError``, none of its outputs
+written) where the row path's ``codec.encode`` would raise out of the batch and stop the
+worker on the same message after every restart.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from streams import avro_columns
+from streams.aggregates import DIMENSIONS, WINDOW_MS, Cell, Contributions
+from streams.arrow_avro import encode_bodies, frame
+from streams.batch_accounting import (
+    Accounting,
+    BatchResult,
+    InvalidEvent,
+    Message,
+    Record,
+    SubjectStore,
+)
+from streams.batch_engine import (
+    DELETE_SUBJECT,
+    DROPPED,
+    FAILED,
+    ROUTED,
+    BatchOutcome,
+    decide_table,
+)
+from streams.codec import Codec, FramingError, MalformedRecordError, default_codec
+from streams.errors import SerializationError
+from streams.ledger import Ledger
+from streams.policy import Policy
+from streams.topics import Catalog
+
+__all__ = ["ColumnarEvents", "play_cells"]
+
+_UNDER_13 = ("under_13", "C8")
+_ERASED = ("subject_erased", "C15")
+
+
+class _Placed:
+    """Records keyed by the batch position of the message they account for; emitted in
+    batch order (a stable sort keeps a message's outputs in plan order)."""
+
+    def __init__(self) -> None:
+        self.positions: list[np.ndarray] = []
+        self.records: list[Record] = []
+        # Drop records wait here, to be encoded in one table.
+        self.drop_positions: list[int] = []
+        self.drop_messages: list[Message] = []
+        self.drop_ids: list[str | None] = []
+        self.drop_reasons: list[str] = []
+        self.drop_clauses: list[str] = []
+
+    def add(self, positions: np.ndarray, records: list[Record]) -> None:
+        self.positions.append(positions)
+        self.records += records
+
+    def drop(self, position: int, msg: Message, event_id: str | None, reason: str,
+             clause: str) -> None:
+        self.drop_positions.append(position)
+        self.drop_messages.append(msg)
+        self.drop_ids.append(event_id)
+        self.drop_reasons.append(reason)
+        self.drop_clauses.append(clause)
+
+    def in_order(self, accounting: Accounting, now: int, result: BatchResult) -> list[Record]:
+        if self.drop_positions:
+            self.add(np.array(self.drop_positions, np.int64), accounting.drop_records(
+                self.drop_messages, self.drop_ids, self.drop_reasons, self.drop_clauses, now))
+            for (reason, clause), n in Counter(zip(self.drop_reasons, self.drop_clauses,
+                                                   strict=True)).items():
+                accounting.count_drops(reason, clause, n, result)
+        if not self.records:
+            return []
+        order = np.argsort(np.concatenate(self.positions), kind="stable")
+        return list(map(self.records.__getitem__, order.tolist()))
+
+
+class ColumnarEvents:
+    """Decides batches of raw messages of one catalog over Arrow columns."""
+
+    def __init__(self, catalog: Catalog, codec: Codec, policy: Policy, ledger: Ledger,
+                 accounting: Accounting, allowed: Mapping[str, frozenset[str]]) -> None:
+        self._codec = codec
+        self._policy = policy
+        self._ledger = ledger
+        self._acct = accounting
+        self._topics_of = {s: frozenset(t for t, names in allowed.items() if s in names)
+                           for names in allowed.values() for s in names}
+        self._outputs: dict[str, tuple[str, Mapping[str, Any], bytes]] = {}
+        for name, dest in policy.destinations.items():
+            info = codec.catalog.by_name(dest.output_schema)
+            self._outputs[name] = (catalog.destination(name).name, info.raw,
+                                   codec.header(info.id))
+
+    def process(self, batches: Sequence[tuple[Sequence[Message], SubjectStore]],
+                result: BatchResult, now: int) -> None:
+        """Decide every message of ``batches`` (each with its partition's store)."""
+        messages = [m for msgs, _ in batches for m in msgs]
+        if not messages:
+            return
+        owner = np.repeat(np.arange(len(batches)), [len(msgs) for msgs, _ in batches])
+        stores = [store for _, store in batches]
+        topics = [m.topic() or "" for m in messages]
+        result.events_in.update(topics)
+        placed = _Placed()
+        decoded = self._decode([m.value() for m in messages])
+        for i, exc in sorted(decoded.errors.items()):
+            placed.add(np.array([i]), [self._acct.dead_letter(messages[i], exc, result)])
+        keys = [m.key() or b"" for m in messages]
+        for part in decoded.parts:
+            self._schema_rows(part, messages, topics, keys, owner, stores, placed, result, now)
+        result.records += placed.in_order(self._acct, now, result)
+
+    def _decode(self, values: list[bytes | None]) -> avro_columns.DecodedBatch:
+        """``decode_columns``, with the row codec's error for a value-less message."""
+        missing = [i for i, v in enumerate(values) if v is None]
+        good = values if not missing else [v for v in values if v is not None]
+        if self._codec is default_codec():
+            batch = avro_columns.decode_columns(good)  # type: ignore[arg-type]
+        else:  # a test's own catalog: the reference decoder takes its codec
+            batch = avro_columns.decode_rows(good, self._codec)  # type: ignore[arg-type]
+        if not missing:
+            return batch
+        where = np.flatnonzero(np.array([v is not None for v in values]))
+        parts = tuple(avro_columns.SchemaRows(p.schema, p.table, where[p.index])
+                      for p in batch.parts)
+        errors: dict[int, SerializationError] = {
+            int(where[i]): exc for i, exc in batch.errors.items()}
+        errors.update({i: FramingError("expected bytes, got NoneType") for i in missing})
+        return avro_columns.DecodedBatch(parts, errors)
+
+    def _schema_rows(self, part: avro_columns.SchemaRows, messages: list[Message],
+                     topics: list[str], keys: list[bytes], owner: np.ndarray,
+                     stores: list[SubjectStore], placed: _Placed, result: BatchResult,
+                     now: int) -> None:
+        schema, table, index = part.schema.name, part.table, part.index
+        positions = index.tolist()
+        allowed = self._topics_of.get(schema, frozenset())
+        on_topic = np.fromiter((topics[i] in allowed for i in positions), bool, len(positions))
+        subject_column = table.column("subject_id") if "subject_id" in table.column_names \
+            else pa.nulls(table.num_rows, pa.string())
+        keyed = np.asarray(pc.equal(subject_column.cast(pa.binary()),
+                                    pa.array([keys[i] for i in positions], pa.binary()))
+                           .fill_null(False))
+        valid = on_topic & keyed
+        if not valid.all():
+            event_ids = _strings(table, "event_id")
+            for r in np.flatnonzero(~valid).tolist():
+                i = positions[r]
+                exc = InvalidEvent(f"{schema} events do not belong on {topics[i]}"
+                                   if not on_topic[r] else
+                                   f"key does not match subject_id of {schema} {event_ids[r]}")
+                placed.add(np.array([i]), [self._acct.dead_letter(messages[i], exc, result)])
+        subjects = subject_column.to_pylist()
+        live = valid.copy()
+        if self._ledger.refs:
+            erased = {s for s in {subjects[r] for r in np.flatnonzero(valid).tolist()}
+                      if self._ledger.is_erased(s)}
+            if erased:
+                event_ids = _strings(table, "event_id")
+                for r in np.flatnonzero(valid).tolist():
+                    if subjects[r] in erased:
+                        live[r] = False
+                        placed.drop(positions[r], messages[positions[r]], event_ids[r], *_ERASED)
+        rows = np.flatnonzero(live)
+        if len(rows):
+            self._decide(schema, table if len(rows) == len(live) else table.take(rows),
+                         index[rows], [subjects[r] for r in rows.tolist()], messages, owner,
+                         stores, placed, result, now)
+
+    def _decide(self, schema: str, table: pa.Table, index: np.ndarray, subjects: list[str],
+                messages: list[Message], owner: np.ndarray, stores: list[SubjectStore],
+                placed: _Placed, result: BatchResult, now: int) -> None:
+        times = table.column("event_time").fill_null(0).to_numpy()
+        states, subject_keys = [], []
+        for subject, t, o in zip(subjects, times.tolist(), owner[index].tolist(), strict=True):
+            store = stores[o]
+            history = store.histories.get(subject)
+            states.append(history.at(t) if history is not None else None)
+            key = store.keys.get(subject)
+            subject_keys.append(key if key is not None else
+                                self._acct.subject_key(subject, store, now, result))
+        outcome = decide_table(schema, table, states, subject_keys, self._policy)
+        kinds, errors = outcome.kinds.copy(), dict(outcome.errors)
+        encoded = []
+        for dest in outcome.tables:
+            topic, avro_schema, header = self._outputs[dest.destination]
+            bodies = encode_bodies(dest.table, avro_schema)
+            if bodies.null_count:  # does not encode: the event is a dead letter (docstring)
+                failed = dest.rows[~np.asarray(bodies.is_valid())]
+                kinds[failed[kinds[failed] == ROUTED]] = FAILED
+                for r in failed.tolist():
+                    errors.setdefault(r, MalformedRecordError(
+                        f"{dest.output_schema} record of {schema} "
+                        f"{table.column('event_id')[r].as_py()} does not encode"))
+            encoded.append((dest, topic, frame(bodies, header)))
+        routed = kinds == ROUTED
+        for dest, topic, values in encoded:
+            keep = routed[dest.rows]
+            rows = dest.rows[keep] if not keep.all() else dest.rows
+            if not len(rows):
+                continue
+            out = dest.table.filter(pa.array(keep)) if not keep.all() else dest.table
+            framed = (values.filter(pa.array(keep)) if not keep.all() else values).to_pylist()
+            if "subject_pseudonym" in out.column_names:
+                record_keys = [p.encode() if p else None
+                               for p in out.column("subject_pseudonym").to_pylist()]
+            else:
+                record_keys = [None] * len(rows)
+            placed.add(index[rows], [Record(topic, k, v)
+                                     for k, v in zip(record_keys, framed, strict=True)])
+            result.out[dest.destination] += len(rows)
+            if dest.destination == "analytics":
+                assert result.contributions is not None
+                _contribute(result.contributions, out, [subjects[r] for r in rows.tolist()])
+        result.outcomes["routed"] += int(routed.sum())
+        result.event_times += times[routed].tolist()
+        self._account_rest(outcome, kinds, errors, index, subjects, table, messages, placed,
+                           result)
+
+    def _account_rest(self, outcome: BatchOutcome, kinds: np.ndarray,
+                      errors: Mapping[int, SerializationError], index: np.ndarray,
+                      subjects: list[str], table: pa.Table, messages: list[Message],
+                      placed: _Placed, result: BatchResult) -> None:
+        """Drop records and dead letters of the rows not routed."""
+        rest = np.flatnonzero(kinds != ROUTED)
+        if not len(rest):
+            return
+        event_ids = _strings(table, "event_id")
+        for r in rest.tolist():
+            i, kind = int(index[r]), kinds[r]
+            if kind == DROPPED:
+                dropped = outcome.drops[outcome.reasons[r]]
+                placed.drop(i, messages[i], event_ids[r], dropped.reason, dropped.clause)
+            elif kind == DELETE_SUBJECT:
+                placed.drop(i, messages[i], event_ids[r], *_UNDER_13)
+                result.deletions.add(subjects[r])
+            else:
+                placed.add(np.array([i]), [self._acct.dead_letter(messages[i],
+                                                                  errors[r], result)])
+
+
+def _strings(table: pa.Table, name: str) -> list[Any]:
+    return table.column(name).to_pylist() if name in table.column_names \
+        else [None] * table.num_rows
+
+
+def play_cells(analytics: pa.Table) -> tuple[np.ndarray, list[Cell]]:
+    """``aggregates.cell_of`` over a table of analytics records: the rows that count in a
+    cell, and their cells."""
+    n = analytics.num_rows
+    if not n or "attributes" not in analytics.column_names:
+        return np.zeros(0, np.int64), []
+    attributes = analytics.column("attributes")
+    counts = pc.and_(pc.and_(pc.equal(analytics.column("event_type"), "play"),
+                             pc.equal(analytics.column("source"), "PlaybackEvent")),
+                     pc.equal(pc.map_lookup(attributes, "content_source", "first"), "catalog"))
+    dims = [pc.map_lookup(attributes, d, "first") for d in DIMENSIONS]
+    # ``or "unknown"``: an absent or empty value is unknown, and no title means no cell.
+    dims = [pc.if_else(pc.equal(d, "").fill_null(True), "unknown", d) for d in dims]
+    counts = pc.and_(counts, pc.not_equal(dims[0], "unknown")).fill_null(False)
+    rows = np.flatnonzero(np.asarray(counts))
+    if not len(rows):
+        return rows, []
+    taken = pa.array(rows)
+    times = analytics.column("event_time").take(taken).to_numpy()
+    windows = (times - times % WINDOW_MS).tolist()
+    values = zip(*(d.take(taken).to_pylist() for d in dims), strict=True)
+    return rows, list(zip(windows, values, strict=True))
+
+
+def _contribute(contributions: Contributions, analytics: pa.Table, subjects: list[str]) -> None:
+    rows, cells = play_cells(analytics)
+    contributions.add_cells(cells, [subjects[r] for r in rows.tolist()])
