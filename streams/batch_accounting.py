@@ -24,7 +24,8 @@ from streams.key_vault import Keyring
 from streams.pseudonym import new_subject_key
 from streams.topics import Catalog
 
-__all__ = ["Accounting", "BatchResult", "InvalidEvent", "Message", "Record", "SubjectStore"]
+__all__ = ["Accounting", "BatchResult", "InvalidEvent", "Message", "OutputBatch", "Record",
+           "SubjectStore"]
 
 
 class Message(Protocol):
@@ -47,6 +48,14 @@ class Record(NamedTuple):
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+class OutputBatch(NamedTuple):
+    """Many records of one topic, without headers (the columnar path's outputs)."""
+
+    topic: str
+    keys: list[bytes | None]
+    values: list[bytes]
+
+
 class InvalidEvent(SerializationError):
     """Decodes, but does not belong where it was found (wrong topic, key mismatch)."""
 
@@ -64,6 +73,7 @@ class SubjectStore:
 @dataclass
 class BatchResult:
     records: list[Record] = field(default_factory=list)
+    batches: list[OutputBatch] = field(default_factory=list)  # produced after ``records``
     outcomes: Counter[str] = field(default_factory=Counter)  # routed / dropped / dead_letter
     events_in: Counter[str] = field(default_factory=Counter)  # per source topic
     out: Counter[str] = field(default_factory=Counter)  # per destination
@@ -111,7 +121,8 @@ class Accounting:
         return Record(self._catalog.drops.name, None, self._codec.encode("DropRecord", drop))
 
     def drop_records(self, messages: Sequence[Message], event_ids: Sequence[str | None],
-                     reasons: Sequence[str], clauses: Sequence[str], now: int) -> list[Record]:
+                     reasons: Sequence[str], clauses: Sequence[str], now: int
+                     ) -> tuple[str, list[bytes]]:
         """Drop records of many events at once (the columnar encoder; same bytes as
         ``drop``); the caller counts them with ``count_drops``."""
         n = len(messages)
@@ -123,8 +134,7 @@ class Accounting:
             "dropped_at": [now] * n, "processing_region": [self._region] * n,
         }, schema=self._drop_arrow)
         bodies = frame(encode_bodies(table, self._drop_schema), self._drop_header)
-        topic = self._catalog.drops.name
-        return [Record(topic, None, value) for value in bodies.to_pylist()]
+        return self._catalog.drops.name, bodies.to_pylist()
 
     @staticmethod
     def count_drops(reason: str, clause: str, n: int, result: BatchResult) -> None:

@@ -34,6 +34,7 @@ from streams.batch_accounting import (
     BatchResult,
     InvalidEvent,
     Message,
+    OutputBatch,
     Record,
     SubjectStore,
 )
@@ -58,12 +59,13 @@ _ERASED = ("subject_erased", "C15")
 
 
 class _Placed:
-    """Records keyed by the batch position of the message they account for; emitted in
-    batch order (a stable sort keeps a message's outputs in plan order)."""
+    """A batch's records by the batch position of the message each accounts for. Per
+    topic they come out in batch order (the order a partition can show), a message's
+    outputs in plan order (the sort is stable)."""
 
     def __init__(self) -> None:
-        self.positions: list[np.ndarray] = []
-        self.records: list[Record] = []
+        self.chunks: dict[str, list[tuple[np.ndarray, list[bytes | None], list[bytes]]]] = {}
+        self.letters: list[tuple[int, Record]] = []
         # Drop records wait here, to be encoded in one table.
         self.drop_positions: list[int] = []
         self.drop_messages: list[Message] = []
@@ -71,9 +73,12 @@ class _Placed:
         self.drop_reasons: list[str] = []
         self.drop_clauses: list[str] = []
 
-    def add(self, positions: np.ndarray, records: list[Record]) -> None:
-        self.positions.append(positions)
-        self.records += records
+    def add(self, topic: str, positions: np.ndarray, keys: list[bytes | None],
+            values: list[bytes]) -> None:
+        self.chunks.setdefault(topic, []).append((positions, keys, values))
+
+    def letter(self, position: int, record: Record) -> None:
+        self.letters.append((position, record))
 
     def drop(self, position: int, msg: Message, event_id: str | None, reason: str,
              clause: str) -> None:
@@ -83,17 +88,25 @@ class _Placed:
         self.drop_reasons.append(reason)
         self.drop_clauses.append(clause)
 
-    def in_order(self, accounting: Accounting, now: int, result: BatchResult) -> list[Record]:
+    def finish(self, accounting: Accounting, now: int, result: BatchResult) -> None:
         if self.drop_positions:
-            self.add(np.array(self.drop_positions, np.int64), accounting.drop_records(
-                self.drop_messages, self.drop_ids, self.drop_reasons, self.drop_clauses, now))
+            topic, values = accounting.drop_records(self.drop_messages, self.drop_ids,
+                                                    self.drop_reasons, self.drop_clauses, now)
+            self.add(topic, np.array(self.drop_positions, np.int64), [None] * len(values),
+                     values)
             for (reason, clause), n in Counter(zip(self.drop_reasons, self.drop_clauses,
                                                    strict=True)).items():
                 accounting.count_drops(reason, clause, n, result)
-        if not self.records:
-            return []
-        order = np.argsort(np.concatenate(self.positions), kind="stable")
-        return list(map(self.records.__getitem__, order.tolist()))
+        result.records += [record for _, record in sorted(self.letters, key=lambda x: x[0])]
+        for topic, chunks in self.chunks.items():
+            if len(chunks) == 1 and bool(np.all(np.diff(chunks[0][0]) > 0)):
+                result.batches.append(OutputBatch(topic, chunks[0][1], chunks[0][2]))
+                continue
+            order = np.argsort(np.concatenate([c[0] for c in chunks]), kind="stable").tolist()
+            keys = [k for c in chunks for k in c[1]]
+            values = [v for c in chunks for v in c[2]]
+            result.batches.append(OutputBatch(topic, [keys[i] for i in order],
+                                              [values[i] for i in order]))
 
 
 class ColumnarEvents:
@@ -125,12 +138,12 @@ class ColumnarEvents:
         result.events_in.update(topics)
         placed = _Placed()
         decoded = self._decode([m.value() for m in messages])
-        for i, exc in sorted(decoded.errors.items()):
-            placed.add(np.array([i]), [self._acct.dead_letter(messages[i], exc, result)])
+        for i, exc in decoded.errors.items():
+            placed.letter(i, self._acct.dead_letter(messages[i], exc, result))
         keys = [m.key() or b"" for m in messages]
         for part in decoded.parts:
             self._schema_rows(part, messages, topics, keys, owner, stores, placed, result, now)
-        result.records += placed.in_order(self._acct, now, result)
+        placed.finish(self._acct, now, result)
 
     def _decode(self, values: list[bytes | None]) -> avro_columns.DecodedBatch:
         """``decode_columns``, with the row codec's error for a value-less message."""
@@ -171,7 +184,7 @@ class ColumnarEvents:
                 exc = InvalidEvent(f"{schema} events do not belong on {topics[i]}"
                                    if not on_topic[r] else
                                    f"key does not match subject_id of {schema} {event_ids[r]}")
-                placed.add(np.array([i]), [self._acct.dead_letter(messages[i], exc, result)])
+                placed.letter(i, self._acct.dead_letter(messages[i], exc, result))
         subjects = subject_column.to_pylist()
         live = valid.copy()
         if self._ledger.refs:
@@ -228,8 +241,7 @@ class ColumnarEvents:
                                for p in out.column("subject_pseudonym").to_pylist()]
             else:
                 record_keys = [None] * len(rows)
-            placed.add(index[rows], [Record(topic, k, v)
-                                     for k, v in zip(record_keys, framed, strict=True)])
+            placed.add(topic, index[rows], record_keys, framed)
             result.out[dest.destination] += len(rows)
             if dest.destination == "analytics":
                 assert result.contributions is not None
@@ -257,8 +269,7 @@ class ColumnarEvents:
                 placed.drop(i, messages[i], event_ids[r], *_UNDER_13)
                 result.deletions.add(subjects[r])
             else:
-                placed.add(np.array([i]), [self._acct.dead_letter(messages[i],
-                                                                  errors[r], result)])
+                placed.letter(i, self._acct.dead_letter(messages[i], errors[r], result))
 
 
 def _strings(table: pa.Table, name: str) -> list[Any]:

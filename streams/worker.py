@@ -311,6 +311,8 @@ class Worker:
         producer.begin_transaction()
         for rec in result.records:
             self._produce(producer, rec)
+        for topic, keys, values in result.batches:
+            self._produce_batch(producer, topic, keys, values)
         # Positions, not last offset + 1: they step over transaction markers (consent
         # written transactionally), so a caught-up worker commits the true end.
         positions = consumer.position([TopicPartition(t, p) for t, p in offsets])
@@ -355,6 +357,16 @@ class Worker:
                 return
             except BufferError:  # local queue full: let librdkafka send, then retry
                 producer.poll(0.05)
+
+    @classmethod
+    def _produce_batch(cls, producer: Any, topic: str, keys: list[bytes | None],
+                       values: list[bytes]) -> None:
+        produce = producer.produce
+        for key, value in zip(keys, values, strict=True):
+            try:
+                produce(topic, value, key)  # positional: the hot path's most frequent call
+            except BufferError:
+                cls._produce(producer, Record(topic, key, value))
 
     def _deletion_request(self, subject: str) -> Record:
         """C8: learning a subject is under 13 starts a deletion like any other request."""
