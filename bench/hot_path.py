@@ -3,13 +3,16 @@
     python -m bench.hot_path [events]              # CPU events/s; last line one JSON object
     python -m bench.hot_path [events] --profile    # cProfile, top functions by own time
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/tmp/hot.cg \\
-        python -m bench.hot_path 4000 --callgrind  # instructions of the measured half only
+        python -m bench.hot_path 40000 --callgrind  # instructions of the measured half only
+    ... --rows          # the row reference path (``process_rows``) instead of the columnar one
+    ... --batch=5000    # another batch size than the worker's ``MAX_BATCH``
 
-Traffic-model messages (1% bad) go through ``BatchProcessor`` in batches of 5,000 in
-steady state: every subject's key already loaded (as after a partition assignment) and
-the first half of the events run first to warm the pseudonym and generalizer caches;
-the second half is measured. On a shared 2-core machine wall and even CPU time vary by
-2x with the load; callgrind's instruction count does not, so compare changes with it
+Traffic-model messages (1% bad) go through ``BatchProcessor`` in the worker's batches
+(``worker.MAX_BATCH``, all of one partition) in steady state: every subject's key already
+loaded (as after a partition assignment) and the first half of the events run first to
+warm the pseudonym and generalizer caches; the second half is measured. On a shared
+2-core machine wall and even CPU time vary by 2x with the load; callgrind's instruction
+count does not, so compare changes with it
 (``callgrind_annotate /tmp/hot.cg | head``; divide the total by the measured events).
 """
 
@@ -33,8 +36,9 @@ from streams.processor import BatchProcessor, BatchResult, SubjectStore
 from streams.topics import Catalog
 from streams.traffic_model import TrafficConfig
 from streams.traffic_stream import TrafficStream
+from streams.worker import MAX_BATCH
 
-BATCH = 5_000
+BATCH = MAX_BATCH
 
 
 class _Message:
@@ -86,9 +90,11 @@ def _setup(events: int) -> tuple[BatchProcessor, SubjectStore, list[Any]]:
     return processor, store, raw
 
 
-def _process(processor: BatchProcessor, store: SubjectStore, messages: list[Any]) -> None:
-    for i in range(0, len(messages), BATCH):
-        processor.process(messages[i:i + BATCH], store, BatchResult())
+def _process(processor: BatchProcessor, store: SubjectStore, messages: list[Any],
+             rows: bool = False, batch: int = BATCH) -> None:
+    process = processor.process_rows if rows else processor.process
+    for i in range(0, len(messages), batch):
+        process(messages[i:i + batch], store, BatchResult())
 
 
 def _callgrind(switch: str) -> None:
@@ -98,25 +104,29 @@ def _callgrind(switch: str) -> None:
 
 def main(argv: list[str]) -> int:
     events = int(argv[0]) if argv and argv[0].isdigit() else 100_000
+    rows = "--rows" in argv
+    batch = next((int(a.split("=")[1]) for a in argv if a.startswith("--batch=")), BATCH)
     processor, store, raw = _setup(events)
     warm, measured = raw[: len(raw) // 2], raw[len(raw) // 2:]
-    _process(processor, store, warm)
+    _process(processor, store, warm, rows, batch)
     gc.collect()
     gc.freeze()  # the held messages are input a worker never keeps: keep GC off them
     if "--callgrind" in argv:
         _callgrind("on")
-        _process(processor, store, measured)
+        _process(processor, store, measured, rows, batch)
         _callgrind("off")
-        print(json.dumps({"benchmark": "hot_path", "measured_events": len(measured)}))
+        print(json.dumps({"benchmark": "hot_path", "measured_events": len(measured),
+                          "path": "rows" if rows else "columnar", "batch": batch}))
         return 0
     if "--profile" in argv:
         profile = cProfile.Profile()
-        profile.runcall(_process, processor, store, measured)
+        profile.runcall(_process, processor, store, measured, rows, batch)
         pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(25)
     start, cpu = time.perf_counter(), time.process_time()
-    _process(processor, store, measured)
+    _process(processor, store, measured, rows, batch)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     print(json.dumps({"benchmark": "hot_path", "measured_events": len(measured),
+                      "path": "rows" if rows else "columnar", "batch": batch,
                       "events_per_s": round(len(measured) / wall),
                       "events_per_cpu_s": round(len(measured) / cpu),
                       "load_1m": os.getloadavg()[0]}))

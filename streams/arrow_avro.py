@@ -12,8 +12,7 @@ Anything else raises ``TypeError`` when the encoder is made, never silently.
 A row whose value is null where its schema has no null branch does not encode: its body
 is null (``codec.encode`` raises ``MalformedRecordError`` for the same record).
 
-Stage 1 of the columnar hot path (docs/decisions.md, D8): the worker still encodes with
-``streams.codec``; stage 2 switches it to this encoder with the batch engine.
+The worker's encoder for outputs and drop records (docs/decisions.md, D8 and D10).
 """
 
 from __future__ import annotations
@@ -170,7 +169,9 @@ def _map(value_type: Any) -> Segment:
 
     def encode(values: pa.Array) -> pa.Array:
         offsets, start, size = _child_offsets(values)
-        keys = _string(values.keys.slice(start, size))
+        # A map's keys are a few field names repeated on every row: encode each once.
+        names = values.keys.slice(start, size).dictionary_encode()
+        keys = _string(names.dictionary).take(names.indices)
         items = value_segment(values.items.slice(start, size))
         return _blocks(values, offsets, pc.binary_join_element_wise(keys, items, _EMPTY))
 

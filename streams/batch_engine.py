@@ -1,14 +1,14 @@
 """The columnar decision engine: a batch of one input schema -> Arrow tables per destination.
 
-Stage 1 of the columnar hot path (docs/decisions.md, D8). It is the engine the worker
-will use; the worker does not call it yet (stage 2). For each row it decides exactly
+The worker's decision engine (docs/decisions.md, D8; the worker calls ``decide_table``
+through ``streams.event_columns``, D10). For each row it decides exactly
 what ``engine.decide`` decides, from the same compiled plan (``policy.plans``): C8
 deletion, gates (C3-C6), per destination the event types, C21 consent version, C9/C10
 third-party rules, C17 personal content and required switches, then the output records of
 every (destination, variant) from the builders' own ``RecordLayout`` (C7, C11-C13, C16-C19).
 
-``decide_batch`` takes the records as dicts (what the worker decodes with fastavro today);
-``decide_table`` takes them as Arrow columns (what a native batch decoder will give).
+``decide_batch`` takes the records as dicts (benchmarks and differential tests);
+``decide_table`` takes them as Arrow columns (what ``avro_columns.decode_columns`` gives).
 Decisions are made per distinct subject state (the row engine's ``_resolve`` and
 ``_server_switch``) and spread over the rows with numpy; only the age class at event time
 is per row, vectorized from the state's precomputed thresholds (``SubjectState.age_class``).
