@@ -126,6 +126,12 @@ class Accounting:
         """Drop records of many events at once (the columnar encoder; same bytes as
         ``drop``); the caller counts them with ``count_drops``."""
         n = len(messages)
+        if n < 100:  # the encoder's kernel calls cost more than a few records one by one
+            return self._catalog.drops.name, [self._codec.encode("DropRecord", {
+                "event_id": e, "reason": r, "clause": c, "source_topic": m.topic() or "",
+                "source_partition": m.partition() or 0, "source_offset": m.offset() or 0,
+                "dropped_at": now, "processing_region": self._region})
+                for m, e, r, c in zip(messages, event_ids, reasons, clauses, strict=True)]
         table = pa.Table.from_pydict({
             "event_id": event_ids, "reason": reasons, "clause": clauses,
             "source_topic": [m.topic() or "" for m in messages],

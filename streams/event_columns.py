@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from streams import avro_columns
+from streams import avro_columns, engine
 from streams.aggregates import DIMENSIONS, WINDOW_MS, Cell, Contributions
 from streams.arrow_avro import encode_bodies, frame
 from streams.batch_accounting import (
@@ -46,14 +46,20 @@ from streams.batch_engine import (
     BatchOutcome,
     decide_table,
 )
+from streams.batch_inputs import as_records
 from streams.codec import Codec, FramingError, MalformedRecordError, default_codec
+from streams.consent import SubjectState
+from streams.decisions import DeleteSubject, Routed
 from streams.errors import SerializationError
 from streams.ledger import Ledger
 from streams.policy import Policy
 from streams.topics import Catalog
 
-__all__ = ["ColumnarEvents", "play_cells"]
+__all__ = ["COLUMNAR_FROM", "ColumnarEvents", "play_cells"]
 
+# A schema's group of a batch smaller than this is decided by the row engine: the batch
+# engine's and encoder's kernel calls cost about as much for 1 row as for 500 (D10).
+COLUMNAR_FROM = 500
 _UNDER_13 = ("under_13", "C8")
 _ERASED = ("subject_erased", "C15")
 
@@ -120,11 +126,12 @@ class ColumnarEvents:
         self._acct = accounting
         self._topics_of = {s: frozenset(t for t, names in allowed.items() if s in names)
                            for names in allowed.values() for s in names}
-        self._outputs: dict[str, tuple[str, Mapping[str, Any], bytes]] = {}
+        # destination -> (topic, Avro schema, frame header, output schema name)
+        self._outputs: dict[str, tuple[str, Mapping[str, Any], bytes, str]] = {}
         for name, dest in policy.destinations.items():
             info = codec.catalog.by_name(dest.output_schema)
             self._outputs[name] = (catalog.destination(name).name, info.raw,
-                                   codec.header(info.id))
+                                   codec.header(info.id), info.name)
 
     def process(self, batches: Sequence[tuple[Sequence[Message], SubjectStore]],
                 result: BatchResult, now: int) -> None:
@@ -214,11 +221,15 @@ class ColumnarEvents:
             key = store.keys.get(subject)
             subject_keys.append(key if key is not None else
                                 self._acct.subject_key(subject, store, now, result))
+        if table.num_rows < COLUMNAR_FROM:
+            self._decide_rows(schema, table, index, subjects, states, subject_keys, messages,
+                              placed, result)
+            return
         outcome = decide_table(schema, table, states, subject_keys, self._policy)
         kinds, errors = outcome.kinds.copy(), dict(outcome.errors)
         encoded = []
         for dest in outcome.tables:
-            topic, avro_schema, header = self._outputs[dest.destination]
+            topic, avro_schema, header, _ = self._outputs[dest.destination]
             bodies = encode_bodies(dest.table, avro_schema)
             if bodies.null_count:  # does not encode: the event is a dead letter (docstring)
                 failed = dest.rows[~np.asarray(bodies.is_valid())]
@@ -250,6 +261,45 @@ class ColumnarEvents:
         result.event_times += times[routed].tolist()
         self._account_rest(outcome, kinds, errors, index, subjects, table, messages, placed,
                            result)
+
+    def _decide_rows(self, schema: str, table: pa.Table, index: np.ndarray,
+                     subjects: list[str], states: list[SubjectState | None],
+                     subject_keys: list[bytes], messages: list[Message], placed: _Placed,
+                     result: BatchResult) -> None:
+        """A small group: ``engine.decide`` and ``codec.encode`` per row, the same outcomes
+        (an output that does not encode makes a dead letter here too)."""
+        assert result.contributions is not None
+        contribute, encode, outputs = result.contributions.add, self._codec.encode, self._outputs
+        chunks: dict[str, tuple[list[int], list[bytes | None], list[bytes]]] = {}
+        for r, (record, i) in enumerate(zip(as_records(table), index.tolist(), strict=True)):
+            try:
+                decision = engine.decide(schema, record, states[r], subject_keys[r],
+                                         self._policy)
+                if isinstance(decision, Routed):
+                    values = [encode(outputs[o.destination][3], o.record)
+                              for o in decision.outputs]
+            except SerializationError as exc:
+                placed.letter(i, self._acct.dead_letter(messages[i], exc, result))
+                continue
+            if isinstance(decision, Routed):
+                for out, value in zip(decision.outputs, values, strict=True):
+                    chunk = chunks.setdefault(outputs[out.destination][0], ([], [], []))
+                    pseudonym = out.record.get("subject_pseudonym")
+                    chunk[0].append(i)
+                    chunk[1].append(pseudonym.encode() if pseudonym else None)
+                    chunk[2].append(value)
+                    result.out[out.destination] += 1
+                    if out.destination == "analytics":
+                        contribute(out.record, subjects[r])
+                result.outcomes["routed"] += 1
+                result.event_times.append(record["event_time"])
+            else:
+                placed.drop(i, messages[i], record.get("event_id"), decision.reason,
+                            decision.clause)
+                if isinstance(decision, DeleteSubject):
+                    result.deletions.add(subjects[r])
+        for topic, (positions, keys, values) in chunks.items():
+            placed.add(topic, np.array(positions, np.int64), keys, values)
 
     def _account_rest(self, outcome: BatchOutcome, kinds: np.ndarray,
                       errors: Mapping[int, SerializationError], index: np.ndarray,

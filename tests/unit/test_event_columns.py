@@ -7,7 +7,9 @@ the metrics must be equal: outputs byte for byte, drop records and dead letters 
 their timestamps, key-vault entries up to their random keys, the C8 deletions and the
 C20 contributions. The batch mixes traffic-model events (bad records of every kind,
 under-13 subjects, no-consent subjects), messages without a value, events on the wrong
-topic or under another subject's key, erased subjects (C15) and subjects with no key yet.
+topic or under another subject's key, erased subjects (C15) and subjects with no key yet;
+each schema's group decided by the batch engine, by the row engine (small groups), or by
+whichever ``COLUMNAR_FROM`` picks.
 """
 
 from __future__ import annotations
@@ -150,7 +152,11 @@ def _run_both(processor: BatchProcessor, store: SubjectStore, messages: list[Msg
     return columnar, rows
 
 
-def test_mixed_batch_every_message_one_outcome_equal_to_row_path() -> None:
+@pytest.mark.parametrize("columnar_from", [0, event_columns.COLUMNAR_FROM, 10**9],
+                         ids=["all-columnar", "by-size", "all-row-engine"])
+def test_mixed_batch_every_message_one_outcome_equal_to_row_path(
+        columnar_from: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(event_columns, "COLUMNAR_FROM", columnar_from)
     processor, store, raw = _setup(6_000)
     columnar, rows = _run_both(processor, store, raw)
     _same(columnar, rows)
@@ -184,6 +190,7 @@ def test_several_partitions_in_one_pass_equal_one_pass_each() -> None:
 
 def test_output_that_does_not_encode_is_a_dead_letter_with_none_of_its_outputs(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(event_columns, "COLUMNAR_FROM", 0)
     processor, store, raw = _setup(1_000, seed=3)
     encode = event_columns.encode_bodies
     spoiled: list[str] = []
