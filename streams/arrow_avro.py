@@ -172,7 +172,12 @@ def _map(value_type: Any) -> Segment:
         # A map's keys are a few field names repeated on every row: encode each once.
         names = values.keys.slice(start, size).dictionary_encode()
         keys = _string(names.dictionary).take(names.indices)
-        items = value_segment(values.items.slice(start, size))
+        items = values.items.slice(start, size)
+        if pa.types.is_string(items.type):  # attribute values repeat too (titles, countries)
+            distinct = items.dictionary_encode(null_encoding="encode")  # null: one more value
+            items = value_segment(distinct.dictionary).take(distinct.indices)
+        else:
+            items = value_segment(items)
         return _blocks(values, offsets, pc.binary_join_element_wise(keys, items, _EMPTY))
 
     return encode

@@ -4,7 +4,10 @@ Processing guarantee: exactly-once. Each batch is one Kafka transaction holding 
 output, drop record, dead letter, key-vault entry and consent-table changelog record of
 the batch *and* the consumed offsets (``send_offsets_to_transaction``). Downstream
 readers use ``isolation.level=read_committed``; a crash anywhere aborts the open
-transaction and the restarted worker re-reads from the last committed offsets.
+transaction and the restarted worker re-reads from the last committed offsets. A batch's
+commit runs on a thread while the next batch is consumed and decided; nothing of the next
+batch is produced before it has settled, and a failed commit stops the worker
+(docs/decisions.md, D10).
 
 Raw, consent and state topics share one partition count and the worker uses the range
 assignor, so it owns the same partition numbers on each: a subject's consent, key and
