@@ -6,9 +6,13 @@ decoded with ``avro_columns.decode_columns`` into one Arrow table per schema, ch
 (schema allowed on its topic, key equal to ``subject_id``), split into erased subjects
 (C15) and the rest, decided with ``batch_engine.decide_table`` against each row's consent
 state at its own event time, and every destination's table is encoded with
-``arrow_avro``. The outcome of each message is the one ``BatchProcessor.process_rows``
-(the row reference) gives it, with the same error classes and messages, and the records
-come out in the same order: per message in batch order, its outputs in plan order.
+``arrow_avro``; a schema's group under ``COLUMNAR_FROM`` rows is decided by
+``engine.decide`` and encoded by ``codec.encode`` instead (the kernels' fixed cost). The
+outcome of each message is the one ``BatchProcessor.process_rows`` (the row reference)
+gives it, with the same error classes (and, but for the decoder's, messages), and per
+topic the records come out in the same order: batch order, a message's outputs in plan
+order. Outputs and drop records are returned as per-topic ``OutputBatch``es; dead letters
+(original key, bytes and headers) and key-vault entries as ``Record``s.
 
 One difference, on purpose: an output record that does not encode (``arrow_avro`` gives
 a null body) makes its event a dead letter (``MalformedRecordError``, none of its outputs
