@@ -211,13 +211,13 @@ class ColumnDecoder:
             if program is None:  # framing errors, unknown ids, nested records
                 self._by_rows(messages, where, parts, errors)
                 continue
-            rows, status = _run(program, buf, starts[where], ends[where])
-            for i in np.flatnonzero(status).tolist():
+            out = _run(program, buf, starts[where], ends[where])
+            for i in np.flatnonzero(out.status).tolist():
                 errors[int(where[i])] = self._error(program.info, messages[where[i]],
-                                                    int(status[i]))
-            if rows[0]:
-                parts.append(SchemaRows(program.info, _table(program, buf, *rows),
-                                        where[rows[-1]]))
+                                                    int(out.status[i]))
+            if out.n:
+                parts.append(SchemaRows(program.info, _table(program, buf, out),
+                                        where[out.rows]))
         return DecodedBatch(tuple(sorted(parts, key=lambda p: p.schema.id)), errors)
 
     def _by_rows(self, messages: Sequence[bytes], where: np.ndarray, parts: list[SchemaRows],
@@ -236,9 +236,27 @@ class ColumnDecoder:
         return MalformedRecordError(f"{info.name} (id {info.id}): {k.REASONS[status]}")
 
 
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """What the kernel wrote for one schema's messages (see ``avro_kernel.decode``)."""
+
+    n: int  # rows decoded
+    ints: np.ndarray
+    floats: np.ndarray
+    spans: np.ndarray
+    valid: np.ndarray
+    counts: np.ndarray
+    keys: np.ndarray
+    values: np.ndarray
+    numbers: np.ndarray
+    reals: np.ndarray
+    rows: np.ndarray  # per row, the position of its message among those decoded
+    status: np.ndarray  # per message, 0 or why it was refused
+
+
 def _run(program: _Program, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray
-         ) -> tuple[tuple[Any, ...], np.ndarray]:
-    """The kernel over one schema's messages: its output arrays, and each message's status."""
+         ) -> _Decoded:
+    """The kernel over one schema's messages; entry arrays grow until the maps fit."""
     n = len(starts)
     n_ints, n_floats, n_spans, n_colls = program.slots
     ints = np.zeros((n_ints, n), np.int64)
@@ -257,52 +275,54 @@ def _run(program: _Program, buf: np.ndarray, starts: np.ndarray, ends: np.ndarra
         r = k.decode(buf, starts, ends, program.rows, ints, floats, spans, valid, counts,
                      keys, values, numbers, reals, rows, status)
         if r != k.NEEDS_ROOM:
-            break
+            return _Decoded(r, ints, floats, spans, valid, counts, keys, values, numbers,
+                            reals, rows[:r], status)
         room *= 2
-    return (r, ints, floats, spans, valid, counts, keys, values, numbers, reals,
-            rows[:r]), status
 
 
-def _table(program: _Program, buf: np.ndarray, r: int, ints: np.ndarray, floats: np.ndarray,
-           spans: np.ndarray, valid: np.ndarray, counts: np.ndarray, keys: np.ndarray,
-           values: np.ndarray, numbers: np.ndarray, reals: np.ndarray, _rows: np.ndarray
-           ) -> pa.Table:
+def _table(program: _Program, buf: np.ndarray, out: _Decoded) -> pa.Table:
     """The kernel's outputs as Arrow arrays (numbers zero-copy, strings gathered once)."""
-    arrays = []
+    r, arrays = out.n, []
     for f, (kind, null_branch, slot, _) in enumerate(program.rows.tolist()):
         type_ = program.schema.field(f).type
-        present = valid[f, :r].view(np.bool_)
+        present = out.valid[f, :r].view(np.bool_)
         nulls = None if null_branch == k.NOT_A_UNION or present.all() else ~present
         bitmap = None if nulls is None else pa.py_buffer(np.packbits(present,
                                                                      bitorder="little"))
         if kind in (k.LONG, k.INT):
-            arrays.append(_fixed(pa.int64(), r, bitmap, ints[slot, :r]))
+            arrays.append(_fixed(pa.int64(), r, bitmap, out.ints[slot, :r]))
         elif kind == k.BOOLEAN:
-            arrays.append(pa.array(ints[slot, :r].astype(np.bool_), mask=nulls))
+            arrays.append(pa.array(out.ints[slot, :r].astype(np.bool_), mask=nulls))
         elif kind == k.ENUM:
-            indices = _fixed(pa.int64(), r, bitmap, ints[slot, :r])
+            indices = _fixed(pa.int64(), r, bitmap, out.ints[slot, :r])
             arrays.append(program.symbols[f].take(indices))
         elif kind in _FLOAT_KINDS:
-            arrays.append(_fixed(pa.float64(), r, bitmap, floats[slot, :r]))
+            arrays.append(_fixed(pa.float64(), r, bitmap, out.floats[slot, :r]))
         elif kind in _SPAN_KINDS:
-            arrays.append(_strings(type_, buf, spans[slot], r, bitmap))
+            arrays.append(_strings(type_, buf, out.spans[slot], r, bitmap))
         else:
-            offsets = np.zeros(r + 1, np.int32)
-            np.cumsum(counts[slot, :r], out=offsets[1:])
-            total = int(offsets[-1])
-            mask = None if nulls is None else pa.array(nulls)
-            if kind == k.ARRAY_STRING:
-                items = _strings(pa.string(), buf, values[slot], total, None)
-                arrays.append(pa.ListArray.from_arrays(offsets, items, type=type_, mask=mask))
-                continue
-            names = _strings(pa.string(), buf, keys[slot], total, None)
-            items = (_strings(pa.string(), buf, values[slot], total, None)
-                     if kind == k.MAP_STRING else
-                     _fixed(pa.int64(), total, None, numbers[slot, :total])
-                     if kind == k.MAP_LONG else
-                     _fixed(pa.float64(), total, None, reals[slot, :total]))
-            arrays.append(pa.MapArray.from_arrays(offsets, names, items, type=type_, mask=mask))
+            arrays.append(_collection(kind, type_, buf, out, slot, nulls))
     return pa.Table.from_arrays(arrays, schema=program.schema)
+
+
+def _collection(kind: int, type_: pa.DataType, buf: np.ndarray, out: _Decoded, slot: int,
+                nulls: np.ndarray | None) -> pa.Array:
+    """A map or array column: offsets from the per-row counts, then its entries."""
+    offsets = np.zeros(out.n + 1, np.int32)
+    np.cumsum(out.counts[slot, :out.n], out=offsets[1:])
+    total = int(offsets[-1])
+    mask = None if nulls is None else pa.array(nulls)
+    if kind == k.ARRAY_STRING:
+        items = _strings(pa.string(), buf, out.values[slot], total, None)
+        return pa.ListArray.from_arrays(offsets, items, type=type_, mask=mask)
+    names = _strings(pa.string(), buf, out.keys[slot], total, None)
+    if kind == k.MAP_STRING:
+        items = _strings(pa.string(), buf, out.values[slot], total, None)
+    elif kind == k.MAP_LONG:
+        items = _fixed(pa.int64(), total, None, out.numbers[slot, :total])
+    else:
+        items = _fixed(pa.float64(), total, None, out.reals[slot, :total])
+    return pa.MapArray.from_arrays(offsets, names, items, type=type_, mask=mask)
 
 
 def _fixed(type_: pa.DataType, n: int, bitmap: pa.Buffer | None, data: np.ndarray) -> pa.Array:
