@@ -1,18 +1,16 @@
 """Sink batches as Arrow tables shaped like the ClickHouse tables (pure: no I/O).
 
-The sink inserts these with ``client.insert_arrow``. pyarrow converts each column in C,
-where clickhouse-connect's own encoder walks every value and every map entry in Python
-(that encoder capped the sink far below the engine, issue 6). Python reads each record
-once per column, in C loops where it can, and allocates nothing per row. The schemas name
-the exact column types, so a record that does not fit fails here with ``SinkWriteError``
-naming the table, before anything reaches the engine.
+The sink inserts these with ``client.insert_arrow``. The rows arrive as the batch
+decoder's Arrow tables (``streams.avro_columns``), so building a table is picking its
+columns and adding the ones the sink derives (retention per row, where each row was
+consumed): no Python object per value. The schemas name the exact column types, so a
+record that does not fit fails here with ``SinkWriteError`` naming the table, before
+anything reaches the engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from operator import itemgetter
-from typing import Any
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -60,47 +58,36 @@ def cell_table(batch: Batch, retention_hours: int) -> pa.Table:
 def _checked(table: str, build: Callable[[], pa.Table]) -> pa.Table:
     try:
         return build()
-    except (KeyError, TypeError, ValueError) as exc:  # pyarrow's errors are Type/ValueError
+    except (KeyError, TypeError, ValueError, pa.ArrowException) as exc:
         raise SinkWriteError(f"a record does not fit {table}: "
                              f"{type(exc).__name__}: {exc}") from exc
 
 
 def _events(batch: Batch, retention: RowRetention) -> pa.Table:
-    recs = batch.records
-    sources = _column(recs, "source", _STR)
-    attributes = pa.array([r.get("attributes") or {} for r in recs], _ATTRIBUTES)
-    measures = pa.array([r.get("measures") or {} for r in recs], _MEASURES)
+    rows = batch.rows
+    sources, attributes, measures = (rows.column(c).chunk(0) if rows.num_rows else
+                                     pa.array([], t) for c, t in
+                                     (("source", _STR), ("attributes", _ATTRIBUTES),
+                                      ("measures", _MEASURES)))
     categories, hours = row_retention(retention, sources, attributes, measures)
     return pa.Table.from_arrays([
-        _column(recs, "event_id", _STR),
-        pa.array([r.get("subject_pseudonym") for r in recs], _STR),
-        sources,
-        _column(recs, "event_type", _STR),
-        _column(recs, "event_time", pa.int64()),
-        _column(recs, "processing_region", _STR),
-        _column(recs, "policy_version", _STR),
+        rows.column("event_id"), rows.column("subject_pseudonym"), sources,
+        rows.column("event_type"), rows.column("event_time"),
+        rows.column("processing_region"), rows.column("policy_version"),
         attributes, measures, categories, hours,
         *_read_from(batch, EVENTS_SCHEMA),
     ], schema=EVENTS_SCHEMA)
 
 
 def _cells(batch: Batch, retention_hours: int) -> pa.Table:
-    recs = batch.records
+    rows = batch.rows
     return pa.Table.from_arrays([
-        _column(recs, "metric", _STR),
-        _column(recs, "window_start", pa.int64()),
-        _column(recs, "window_ms", pa.int64()),
-        pa.array([r.get("dimensions") or {} for r in recs], _ATTRIBUTES),
-        _column(recs, "count", pa.uint64()),
-        _column(recs, "processing_region", _STR),
-        _repeat(retention_hours, len(recs), pa.uint32()),
+        rows.column("metric"), rows.column("window_start"), rows.column("window_ms"),
+        rows.column("dimensions"), rows.column("count").cast(pa.uint64()),
+        rows.column("processing_region"),
+        _repeat(retention_hours, rows.num_rows, pa.uint32()),
         *_read_from(batch, CELLS_SCHEMA),
     ], schema=CELLS_SCHEMA)
-
-
-def _column(records: Sequence[Mapping[str, Any]], field: str, type_: pa.DataType) -> pa.Array:
-    """A required field of every record (``map`` with ``itemgetter`` loops in C)."""
-    return pa.array(list(map(itemgetter(field), records)), type_)
 
 
 def _repeat(value: object, n: int, type_: pa.DataType) -> pa.Array:
@@ -112,7 +99,7 @@ def _read_from(batch: Batch, schema: pa.Schema) -> list[pa.Array]:
     n = len(batch)
     return [_repeat(batch.tp.topic, n, schema.field("_topic").type),
             _repeat(batch.tp.partition, n, schema.field("_partition").type),
-            pa.array(batch.offsets, schema.field("_offset").type)]
+            pa.array(batch.offsets.astype("uint64"), schema.field("_offset").type)]
 
 
 def row_retention(retention: RowRetention, sources: pa.Array, attributes: pa.MapArray,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-from sinks.base import Batch, BatchingSink, TopicPartition
+from sinks.base import Batch, BatchingSink, Rejected, TopicPartition, outside_regions
 from sinks.clickhouse_rows import cell_table, event_table, warm_up
 from sinks.errors import RecordRejected, ResidencyError, SinkBackpressure, SinkWriteError
 from sinks.migrations import migrate, set_k_threshold
@@ -97,13 +97,11 @@ class ClickHouseSink(BatchingSink):
         raise SinkWriteError(f"ClickHouse refused the write: {_line(exc)}") from exc
 
     # --- BatchingSink -------------------------------------------------------------------
-    def validate(self, record: Mapping[str, Any], tp: TopicPartition) -> None:
+    def validate(self, rows: pa.Table, tp: TopicPartition) -> Rejected:
         if tp.topic not in self.tables:
-            raise RecordRejected(f"{tp.topic} is not an input of the ClickHouse sink")
-        region = record.get("processing_region")
-        if not isinstance(region, str) or not self.policy.region_allowed(region):
-            raise RecordRejected(f"processing_region {region!r} is outside the allowed "
-                                 f"regions {sorted(self.policy.allowed_regions)} (C12)")
+            refused = RecordRejected(f"{tp.topic} is not an input of the ClickHouse sink")
+            return dict.fromkeys(range(rows.num_rows), refused)
+        return outside_regions(rows, self.policy.allowed_regions)
 
     def recover(self, tp: TopicPartition, next_offset: int) -> None:
         self._recovering[tp] = next_offset

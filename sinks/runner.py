@@ -1,8 +1,9 @@
 """The sink runner: consume in batches, decode, add, flush, then commit.
 
 One runner drives one sink in its own consumer group. Records are consumed with
-``consume(num_messages=...)`` (no per-message callbacks), decoded with ``streams.codec``
-and handed to the sink. The sink is flushed when it holds ``flush_rows`` rows, every
+``consume(num_messages=...)`` (no per-message callbacks), decoded a consumed batch at a
+time into Arrow tables (``streams.avro_columns``) and handed to the sink per
+topic-partition. The sink is flushed when it holds ``flush_rows`` rows, every
 ``flush_seconds``, or at once when ``flush_asked`` is set (a deletion's sink purge waits
 for the rows written before it); offsets are committed only after a flush succeeded
 (design decision 5).
@@ -20,20 +21,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from confluent_kafka import KafkaError, Message
 from confluent_kafka import TopicPartition as KafkaTP
 
 from sinks.base import BatchingSink, RetryPolicy, TopicPartition
 from sinks.errors import RecordRejected, SinkBackpressure
 from streams import metrics
+from streams.avro_columns import DecodedBatch
 from streams.errors import BrokerError, SerializationError
 
 _LOG = logging.getLogger(__name__)
 
-Decoder = Callable[[bytes], tuple[str, dict[str, Any]]]
+Decoder = Callable[[Sequence[bytes]], DecodedBatch]
 
 
 class SinkRunner:
@@ -124,31 +127,49 @@ class SinkRunner:
             self._last_flush = now
 
     def _handle(self, messages: list[Message]) -> None:
+        consumed, values = [], []
         for m in messages:
             err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                if err.fatal():
-                    raise BrokerError(f"{self.sink.name}: fatal consumer error: {err.str()}")
-                _LOG.warning("%s: consumer error: %s", self.sink.name, err.str())
-                continue
-            topic, partition, offset = m.topic() or "", m.partition() or 0, m.offset() or 0
-            tp = TopicPartition(topic, partition)
-            try:
+            if err is None:
                 value = m.value()
                 if value is None:
-                    raise RecordRejected("empty value (tombstone) on a sink input topic")
-                name, record = self.decode(value)
-                expected = self.schemas.get(topic)
-                if expected is not None and name != expected:
-                    raise RecordRejected(f"{name} record on {topic}, which carries {expected}")
-                self.sink.add(record, tp, offset)
-            except SerializationError as exc:
-                self._dead_letter(m, exc)
-                self._dlq_offsets[tp] = offset + 1
+                    self._dead_letter(m, RecordRejected("empty value (tombstone) on a sink "
+                                                        "input topic"))
+                else:
+                    consumed.append(m)
+                    values.append(value)
+                continue
+            if err.code() == KafkaError._PARTITION_EOF:
+                continue
+            if err.fatal():
+                raise BrokerError(f"{self.sink.name}: fatal consumer error: {err.str()}")
+            _LOG.warning("%s: consumer error: %s", self.sink.name, err.str())
+        if not consumed:
+            return
+        decoded = self.decode(values)
+        for i, exc in decoded.errors.items():
+            self._dead_letter(consumed[i], exc)
+        tps = [TopicPartition(m.topic() or "", m.partition() or 0) for m in consumed]
+        offsets = np.fromiter((m.offset() or 0 for m in consumed), np.int64, len(consumed))
+        for part in decoded.parts:
+            by_tp: dict[TopicPartition, list[int]] = {}
+            for row, i in enumerate(part.index.tolist()):
+                by_tp.setdefault(tps[i], []).append(row)
+            for tp, rows in by_tp.items():
+                at = part.index[rows]
+                expected = self.schemas.get(tp.topic)
+                if expected is not None and part.schema.name != expected:
+                    refused = RecordRejected(f"{part.schema.name} record on {tp.topic}, "
+                                             f"which carries {expected}")
+                    for i in at.tolist():
+                        self._dead_letter(consumed[i], refused)
+                    continue
+                table = part.table.take(rows) if len(rows) < part.table.num_rows else part.table
+                rejected = self.sink.add(table, tp, offsets[at])
+                for row, exc in rejected.items():
+                    self._dead_letter(consumed[at[row]], exc)
 
-    def _dead_letter(self, m: Message, exc: Exception) -> None:
+    def _dead_letter(self, m: Message, exc: SerializationError) -> None:
         headers = [("source_topic", m.topic() or ""), ("source_partition", str(m.partition())),
                    ("source_offset", str(m.offset())), ("error_class", type(exc).__name__),
                    ("error_message", str(exc)[:2000]), ("processing_region", self.region)]
@@ -157,6 +178,8 @@ class SinkRunner:
         self.producer.poll(0)
         metrics.DEAD_LETTERS.labels(error_class=type(exc).__name__).inc()
         self.dead_lettered += 1
+        tp = TopicPartition(m.topic() or "", m.partition() or 0)
+        self._dlq_offsets[tp] = max(self._dlq_offsets.get(tp, 0), (m.offset() or 0) + 1)
         _LOG.warning("%s: dead-lettered %s[%d]@%d: %s: %s", self.sink.name, m.topic(),
                      m.partition(), m.offset(), type(exc).__name__, exc)
 

@@ -23,7 +23,7 @@ from sinks.runner import SinkRunner
 from sinks.sink_policy import load_sink_policy
 from sinks.training_sink import SCHEMA_NAME, TrainingSink
 from streams import kafka_clients, metrics
-from streams.codec import default_codec
+from streams.avro_columns import decode_columns
 from streams.settings import Settings
 
 _LOG = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def _run(settings: Settings, region: str, sink: BatchingSink, schemas: dict[str,
     if port >= 0:
         stack.enter_context(metrics.serve_metrics(port))
     runner = SinkRunner(
-        sink=sink, schemas=schemas, decode=default_codec().decode, region=region,
+        sink=sink, schemas=schemas, decode=decode_columns, region=region,
         consumer=kafka_clients.consumer(settings.kafka_bootstrap, group_id(settings, sink.name)),
         producer=kafka_clients.producer(settings.kafka_bootstrap),
         dead_letter_topic=settings.catalog.dead_letters.name, flush_rows=flush_rows,

@@ -18,16 +18,16 @@ import json
 import os
 import re
 import time
-from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sinks.base import Batch, BatchingSink, TopicPartition
-from sinks.errors import RecordRejected, SinkBackpressure
+from sinks.base import Batch, BatchingSink, Rejected, TopicPartition, outside_regions
+from sinks.errors import SinkBackpressure
 from streams import metrics
 from streams.schema_catalog import default_catalog
 
@@ -44,21 +44,17 @@ ARROW_SCHEMA = pa.schema([
 _PART = re.compile(r"^part-(?P<topic>.+)-(?P<partition>\d+)-(?P<first>\d+)-(?P<last>\d+)\.parquet$")
 
 
-def _day(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
+_DAY_MS = 86_400_000
 
 
-def to_table(records: list[dict[str, Any]]) -> pa.Table:
-    """Records of the ML schema as an Arrow table (map columns as key/value lists)."""
-    return pa.table({
-        "source": [r["source"] for r in records],
-        "event_type": [r["event_type"] for r in records],
-        "event_hour": [r["event_hour"] for r in records],
-        "processing_region": [r["processing_region"] for r in records],
-        "policy_version": [r["policy_version"] for r in records],
-        "features": [list((r.get("features") or {}).items()) for r in records],
-        "measures": [list((r.get("measures") or {}).items()) for r in records],
-    }, schema=ARROW_SCHEMA)
+def _day(day: int) -> str:
+    return datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%d")
+
+
+def to_table(rows: pa.Table) -> pa.Table:
+    """Decoded MlTrainingExample rows as the Parquet files' table (hours as timestamps)."""
+    return pa.Table.from_arrays([rows.column(f.name).cast(f.type) for f in ARROW_SCHEMA],
+                                schema=ARROW_SCHEMA)
 
 
 class TrainingSink(BatchingSink):
@@ -78,11 +74,10 @@ class TrainingSink(BatchingSink):
             self._files = {f["path"]: f for f in json.loads(
                 self.manifest_path.read_text())["files"]}
 
-    def validate(self, record: Any, tp: TopicPartition) -> None:
-        region = record.get("processing_region")
-        if self.allowed_regions is not None and region not in self.allowed_regions:
-            raise RecordRejected(f"processing_region {region!r} is outside the allowed "
-                                 f"regions {sorted(self.allowed_regions)} (C12)")
+    def validate(self, rows: pa.Table, tp: TopicPartition) -> Rejected:
+        if self.allowed_regions is None:
+            return {}
+        return outside_regions(rows, self.allowed_regions)
 
     def recover(self, tp: TopicPartition, next_offset: int) -> None:
         """Remove files of ``tp`` written past the committed offset by a crashed run."""
@@ -96,28 +91,25 @@ class TrainingSink(BatchingSink):
 
     def write(self, batch: Batch) -> None:
         started = time.perf_counter()
-        by_day: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        offsets: dict[str, list[int]] = defaultdict(list)
-        for record, offset in zip(batch.records, batch.offsets, strict=True):
-            day = _day(record["event_hour"])
-            by_day[day].append(dict(record))
-            offsets[day].append(offset)
+        rows, offsets = batch.rows, batch.offsets
+        days = np.asarray(rows.column("event_hour")) // _DAY_MS
         name = (f"part-{batch.tp.topic}-{batch.tp.partition}-"
                 f"{batch.first_offset}-{batch.last_offset}.parquet")
         try:
-            for day, records in by_day.items():
-                path = self.root / f"day={day}" / name
+            for day in np.unique(days).tolist():
+                here = days == day
+                path = self.root / f"day={_day(day)}" / name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(f".{path.name}.tmp")
-                pq.write_table(to_table(records), tmp, compression="zstd")
+                pq.write_table(to_table(rows.filter(pa.array(here))), tmp, compression="zstd")
                 with open(tmp, "rb") as fh:
                     os.fsync(fh.fileno())
                 os.replace(tmp, path)
                 rel = str(path.relative_to(self.root))
-                self._files[rel] = {"path": rel, "day": day, "rows": len(records),
+                self._files[rel] = {"path": rel, "day": _day(day), "rows": int(here.sum()),
                                     "topic": batch.tp.topic, "partition": batch.tp.partition,
-                                    "first_offset": min(offsets[day]),
-                                    "last_offset": max(offsets[day])}
+                                    "first_offset": int(offsets[here].min()),
+                                    "last_offset": int(offsets[here].max())}
             self._write_manifest()
         except OSError as exc:  # disk full, read-only volume: retry later, drop nothing
             metrics.SINK_ERRORS.labels(sink=self.name, error_class=type(exc).__name__).inc()

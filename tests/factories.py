@@ -15,14 +15,21 @@ Sensitive sample values use recognisable markers (``@example.com`` e-mails,
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pyarrow as pa
+
+from sinks.base import Batch, TopicPartition
+from streams import codec
+from streams.avro_columns import decode_columns
 from streams.traffic_control import server_prefs, subject_request
 from streams.traffic_model import BASE_TIME_MS, MIX, email, server_id_for, subject_ids
 from streams.traffic_records import RECORDS
 
-__all__ = ["BASE_TIME_MS", "FACTORIES", "MIX", "make_consent", "make_record", "make_request",
-           "make_servers", "sample_events", "server_id_for", "subject_ids"]
+__all__ = ["BASE_TIME_MS", "FACTORIES", "MIX", "batch_of", "decoded", "make_consent",
+           "make_record", "make_request", "make_servers", "sample_events", "server_id_for",
+           "subject_ids"]
 
 FACTORIES = RECORDS
 
@@ -80,3 +87,15 @@ def make_request(subject_id: str, rng: random.Random, **overrides: Any) -> dict[
                           rng, kind)
     rec.update(overrides)
     return rec
+
+
+def decoded(schema: str, records: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """``records`` as a sink receives them: encoded, then decoded by the batch decoder."""
+    batch = decode_columns([codec.encode(schema, r) for r in records])
+    assert not batch.errors and len(batch.parts) == 1, batch.errors
+    return batch.parts[0].table
+
+
+def batch_of(tp: TopicPartition, schema: str, records: Sequence[Mapping[str, Any]],
+             offsets: Sequence[int]) -> Batch:
+    return Batch.of(tp, decoded(schema, records), offsets)

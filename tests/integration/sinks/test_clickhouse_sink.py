@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sinks.base import Batch, TopicPartition
+from sinks.base import TopicPartition
 from sinks.clickhouse_rows import CELLS_SCHEMA, EVENTS_SCHEMA
 from sinks.clickhouse_sink import CELLS_TABLE, EVENTS_TABLE, ClickHouseSink
 from sinks.errors import QueryRejected, ResidencyError
@@ -17,6 +17,7 @@ from sinks.query import QueryServer, _remote, run_query
 from sinks.service import run_clickhouse_sink
 from sinks.sink_policy import load_sink_policy
 from streams import kafka_clients
+from tests.factories import batch_of
 from tests.integration.sinks.helpers import (
     BASE_MS,
     HOUR_MS,
@@ -55,8 +56,8 @@ def test_same_batch_twice_is_written_once_dedup_token_on_chdb(
     sink = _sink(client, db, settings)
     rng = random.Random(1)
     records = [analytics_event(rng, pseudonym=f"p{i}") for i in range(500)]
-    batch = Batch(TopicPartition(settings.catalog.analytics.name, 0), list(records),
-                  list(range(500)))
+    batch = batch_of(TopicPartition(settings.catalog.analytics.name, 0), "AnalyticsEvent",
+                     records, range(500))
     sink.write(batch)
     sink.write(batch)  # a retry after a lost acknowledgement: same token
     assert _count(client, f"SELECT count() FROM {db}.analytics_events") == 500
@@ -70,7 +71,8 @@ def test_an_event_duplicated_upstream_counts_once(
     settings = sink_settings("localhost:1", "", tmp_path, clickhouse_dsn)
     event = analytics_event(random.Random(4), pseudonym="p1", platform="ios")
     _sink(client, db, settings).write(
-        Batch(TopicPartition(settings.catalog.analytics.name, 0), [event, event], [0, 1]))
+        batch_of(TopicPartition(settings.catalog.analytics.name, 0), "AnalyticsEvent",
+                 [event, event], [0, 1]))
     assert _count(client, f"SELECT count() FROM {db}.analytics_events") == 2
     assert _count(client, f"SELECT count() FROM {db}.analytics_events FINAL") == 1
 
@@ -195,8 +197,8 @@ def _populate(client: Any, db: str, settings: Any) -> None:
                                     content_source="personal", country="US",
                                     platform="ios"))
     sink = _sink(client, db, settings)
-    sink.write(Batch(TopicPartition(settings.catalog.analytics.name, 0), list(recs),
-                     list(range(len(recs)))))
+    sink.write(batch_of(TopicPartition(settings.catalog.analytics.name, 0), "AnalyticsEvent",
+                        recs, range(len(recs))))
 
 
 def _doc_query(name: str, db: str) -> str:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import pyarrow as pa
 import pytest
 
 from sinks.base import Batch, BatchingSink, RetryPolicy, TopicPartition
@@ -25,15 +24,15 @@ class MemorySink(BatchingSink):
         self.written.append((batch.tp, list(batch.offsets), batch.token))
 
 
-def _rec(i: int) -> dict[str, Any]:
-    return {"i": i}
+def _rows(*values: int) -> pa.Table:
+    return pa.table({"i": list(values)})
 
 
 def test_one_batch_per_topic_partition_and_offsets_after_flush() -> None:
     sink = MemorySink()
     for off in range(3):
-        sink.add(_rec(off), A0, off)
-    sink.add(_rec(9), A1, 7)
+        sink.add(_rows(off), A0, [off])
+    sink.add(_rows(9), A1, [7])
     assert sink.pending() == 4
     assert sink.flushed_offsets() == {}  # nothing written yet, nothing to commit
     sink.flush()
@@ -46,13 +45,13 @@ def test_one_batch_per_topic_partition_and_offsets_after_flush() -> None:
 def test_backpressure_keeps_the_same_batch_for_the_retry() -> None:
     sink = MemorySink()
     for off in range(10, 13):
-        sink.add(_rec(off), A0, off)
+        sink.add(_rows(off), A0, [off])
     sink.fail_next = 1
     with pytest.raises(SinkBackpressure) as exc:
         sink.flush()
     assert exc.value.retry_after == 0.5
     assert sink.pending() == 3 and sink.flushed_offsets() == {}
-    sink.add(_rec(13), A0, 13)  # consumed meanwhile: joins the batch
+    sink.add(_rows(13), A0, [13])  # consumed meanwhile: joins the batch
     sink.flush()
     assert sink.written == [(A0, [10, 11, 12, 13], "a/0/10-13")]
     assert sink.flushed_offsets() == {A0: 14}
@@ -60,8 +59,8 @@ def test_backpressure_keeps_the_same_batch_for_the_retry() -> None:
 
 def test_revoked_partitions_are_forgotten() -> None:
     sink = MemorySink()
-    sink.add(_rec(1), A0, 1)
-    sink.add(_rec(2), A1, 2)
+    sink.add(_rows(1), A0, [1])
+    sink.add(_rows(2), A1, [2])
     sink.drop_partitions([A0])
     sink.flush()
     assert [w[0] for w in sink.written] == [A1]

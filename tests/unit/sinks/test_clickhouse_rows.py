@@ -9,11 +9,12 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from sinks.base import Batch, TopicPartition
+from sinks.base import TopicPartition
 from sinks.clickhouse_rows import cell_table, event_table, row_retention
 from sinks.errors import SinkWriteError
 from sinks.sink_policy import RowRetention, SinkPolicy, load_sink_policy
 from streams.settings import Settings
+from tests.factories import batch_of
 
 
 @pytest.fixture
@@ -37,7 +38,8 @@ def test_event_rows_carry_values_retention_and_source_offsets(retention: RowRete
         _event(2),  # no maps at all: empty maps, the shortest base retention
         _event(3, attributes={"country": "DE", "platform": "web"}),  # other field order
     ]
-    batch = Batch(TopicPartition("out.analytics", 3), records, [40, 41, 42, 43])
+    batch = batch_of(TopicPartition("out.analytics", 3), "AnalyticsEvent", records,
+                     [40, 41, 42, 43])
     rows = event_table(batch, retention).to_pylist()
     assert rows[0] == {
         "event_id": "e0", "subject_pseudonym": "p0", "source": "PlaybackEvent",
@@ -76,7 +78,8 @@ def test_cell_rows(retention: RowRetention) -> None:
     cell = {"metric": "plays", "window_start": 1_700_000_000_000, "window_ms": 3_600_000,
             "dimensions": {"title": "Dune", "country": "US"}, "count": 12,
             "processing_region": "us-east"}
-    rows = cell_table(Batch(TopicPartition("out.aggregates", 0), [cell], [7]), 720).to_pylist()
+    rows = cell_table(batch_of(TopicPartition("out.aggregates", 0), "AggregateCell", [cell], [7]),
+                      720).to_pylist()
     assert rows == [{"metric": "plays", "window_start_ms": 1_700_000_000_000,
                      "window_ms": 3_600_000,
                      "dimensions": [("title", "Dune"), ("country", "US")], "count": 12,
@@ -84,7 +87,12 @@ def test_cell_rows(retention: RowRetention) -> None:
                      "_topic": "out.aggregates", "_partition": 0, "_offset": 7}]
 
 
-def test_a_record_that_does_not_fit_is_a_write_error(retention: RowRetention) -> None:
-    bad = _event(0, event_time="yesterday")
+def test_rows_that_do_not_fit_are_a_write_error(retention: RowRetention) -> None:
+    """The wrong record type on a topic, or a negative count, fail before the engine."""
+    cell = {"metric": "plays", "window_start": 0, "window_ms": 1, "dimensions": {},
+            "count": -1, "processing_region": "us-east"}
+    cells = batch_of(TopicPartition("out.aggregates", 0), "AggregateCell", [cell], [0])
     with pytest.raises(SinkWriteError, match="analytics_events"):
-        event_table(Batch(TopicPartition("out.analytics", 0), [bad], [0]), retention)
+        event_table(cells, retention)
+    with pytest.raises(SinkWriteError, match="aggregate_cells"):
+        cell_table(cells, 720)

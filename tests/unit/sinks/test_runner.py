@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 from confluent_kafka import TopicPartition as KTP
 
 from sinks.base import Batch, BatchingSink, RetryPolicy, TopicPartition
 from sinks.errors import RecordRejected, SinkBackpressure
 from sinks.runner import SinkRunner
+from streams.avro_columns import DecodedBatch, SchemaRows
 
 
 class Msg:
@@ -86,13 +91,17 @@ class FlakySink(BatchingSink):
         if self.failures:
             self.failures -= 1
             raise SinkBackpressure("backend down", retry_after=0.0)
-        self.rows.extend(r["n"] for r in batch.records)
+        self.rows.extend(batch.rows.column("n").to_pylist())
 
 
-def _decode(value: bytes) -> tuple[str, dict[str, Any]]:
-    if value == b"bad":
-        raise RecordRejected("bad bytes")
-    return "Row", {"n": int(value)}
+def _decode(values: Sequence[bytes]) -> DecodedBatch:
+    """Integers as "Row" records; ``b"bad"`` does not decode."""
+    good = [i for i, v in enumerate(values) if v != b"bad"]
+    table = pa.table({"n": [int(values[i]) for i in good]})
+    schema = SimpleNamespace(name="Row", id=1)
+    return DecodedBatch((SchemaRows(schema, table, np.array(good, np.int64)),),  # type: ignore[arg-type]
+                        {i: RecordRejected("bad bytes") for i, v in enumerate(values)
+                         if v == b"bad"})
 
 
 def _runner(sink: BatchingSink, consumer: ScriptedConsumer, producer: Producer) -> SinkRunner:
@@ -148,3 +157,24 @@ def test_an_asked_for_flush_writes_and_commits_at_once_c15() -> None:
     assert not runner.flush_asked.is_set()
     runner.step()  # not asked again: back to size and interval
     assert sink.rows == [1] and consumer.commits == [{("in", 0): 1}]
+
+
+class PickySink(FlakySink):
+    """Refuses the row holding 2, as a sink refuses a record outside its regions."""
+
+    def validate(self, rows: pa.Table, tp: TopicPartition) -> dict[int, RecordRejected]:
+        return {i: RecordRejected("no twos") for i, n in enumerate(rows.column("n").to_pylist())
+                if n == 2}
+
+
+def test_rows_a_sink_refuses_are_dead_lettered_with_their_own_source() -> None:
+    consumer = ScriptedConsumer([[Msg("in", 0, 0, b"1"), Msg("in", 1, 5, b"2"),
+                                  Msg("in", 0, 1, b"bad"), Msg("in", 1, 6, b"3"),
+                                  Msg("in", 0, 2, b"4")]])
+    producer, sink = Producer(), PickySink(failures=0)
+    runner = _runner(sink, consumer, producer)
+    runner.step()
+    assert sorted(sink.rows) == [1, 3, 4]
+    assert [(m["source_partition"], m["source_offset"], m["error_message"])
+            for m in producer.sent] == [("0", "1", "bad bytes"), ("1", "5", "no twos")]
+    assert consumer.commits == [{("in", 0): 3, ("in", 1): 7}]

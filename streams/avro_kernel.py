@@ -1,0 +1,311 @@
+"""The native part of the batch decoder: schemaless Avro bodies -> typed arrays (numba).
+
+One compiled function reads every record of one schema in a batch, field by field, as a
+small *program* says (one row per field: kind, null branch, output slot, symbol count), so
+the machine code is the same for every schema and compiled once (cached on disk). Values
+land in flat arrays: numbers in ``ints``/``floats``, strings and bytes as (start, length)
+spans into the batch buffer, maps and arrays as per-row entry counts plus entry arrays.
+``avro_columns`` turns those into Arrow arrays without touching a value in Python.
+
+Every record is checked as strictly as the Avro spec reads: each read stays inside the
+record's own bytes, and the record must end exactly at its last byte, so a byte moved from
+one message to the next fails both. Strings must be valid UTF-8 (what Python's strict
+decoder accepts). A record that fails leaves no trace in the outputs (its row and entries
+are reused by the next record) and gets an error code in ``status``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Field kinds of a program row.
+LONG, INT, BOOLEAN, DOUBLE, FLOAT, STRING, BYTES, ENUM = 0, 1, 2, 3, 4, 5, 6, 7
+MAP_STRING, MAP_DOUBLE, MAP_LONG, ARRAY_STRING = 8, 9, 10, 11
+# Program columns.
+KIND, NULL_BRANCH, SLOT, SYMBOLS = 0, 1, 2, 3
+NOT_A_UNION = -1
+
+# Per-record status codes (0 = decoded).
+OK, TRUNCATED, BAD_VARINT, NEGATIVE_LENGTH, BAD_BRANCH, BAD_ENUM = 0, 1, 2, 3, 4, 5
+BAD_UTF8, TRAILING, INT_RANGE, BAD_BOOLEAN = 6, 7, 8, 9
+REASONS = {
+    TRUNCATED: "truncated body",
+    BAD_VARINT: "varint longer than 64 bits",
+    NEGATIVE_LENGTH: "negative length or block count",
+    BAD_BRANCH: "union branch index out of range",
+    BAD_ENUM: "enum index out of range",
+    BAD_UTF8: "invalid UTF-8 in a string",
+    TRAILING: "trailing bytes after the record",
+    INT_RANGE: "int out of the 32-bit range",
+    BAD_BOOLEAN: "boolean byte other than 0 or 1",
+}
+# ``decode`` returns this instead of a row count when the entry arrays are too small.
+NEEDS_ROOM = -1
+HEADER = 5  # Confluent framing: magic byte + 4-byte schema id
+
+
+@njit(cache=True, nogil=True)
+def _long(buf: np.ndarray, pos: int, end: int) -> tuple[int, int]:
+    """A zig-zag varint at ``pos``: (value, next position), or (error code, -1)."""
+    acc = np.uint64(0)
+    shift = np.uint64(0)
+    while True:
+        if pos >= end:
+            return TRUNCATED, -1
+        b = np.uint64(buf[pos])
+        pos += 1
+        if shift == 63 and b > 1:  # the tenth byte holds the 64th bit only
+            return BAD_VARINT, -1
+        acc |= (b & np.uint64(0x7F)) << shift
+        if b < 0x80:
+            break
+        shift += np.uint64(7)
+    return int(np.int64(acc >> np.uint64(1)) ^ -np.int64(acc & np.uint64(1))), pos
+
+
+@njit(cache=True, nogil=True)
+def _utf8_ok(buf: np.ndarray, pos: int, end: int) -> bool:
+    """Strict UTF-8 (no overlongs, no surrogates, at most U+10FFFF), as Python decodes."""
+    while pos < end:
+        b = buf[pos]
+        if b < 0x80:
+            pos += 1
+            continue
+        if 0xC2 <= b <= 0xDF:
+            need, lo, hi = 1, 0x80, 0xBF
+        elif b == 0xE0:
+            need, lo, hi = 2, 0xA0, 0xBF
+        elif b == 0xED:
+            need, lo, hi = 2, 0x80, 0x9F
+        elif 0xE1 <= b <= 0xEF:
+            need, lo, hi = 2, 0x80, 0xBF
+        elif b == 0xF0:
+            need, lo, hi = 3, 0x90, 0xBF
+        elif 0xF1 <= b <= 0xF3:
+            need, lo, hi = 3, 0x80, 0xBF
+        elif b == 0xF4:
+            need, lo, hi = 3, 0x80, 0x8F
+        else:
+            return False
+        if pos + need >= end:
+            return False
+        c = buf[pos + 1]
+        if c < lo or c > hi:
+            return False
+        for k in range(2, need + 1):
+            c = buf[pos + k]
+            if c < 0x80 or c > 0xBF:
+                return False
+        pos += need + 1
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _span(buf: np.ndarray, pos: int, end: int, text: bool) -> tuple[int, int]:
+    """A length-prefixed string/bytes at ``pos``: (length, next position) or (code, -1)."""
+    n, pos = _long(buf, pos, end)
+    if pos < 0:
+        return n, -1
+    if n < 0:
+        return NEGATIVE_LENGTH, -1
+    if n > end - pos:
+        return TRUNCATED, -1
+    if text and not _utf8_ok(buf, pos, pos + n):
+        return BAD_UTF8, -1
+    return n, pos + n
+
+
+@njit(cache=True, nogil=True)
+def _fixed(buf: np.ndarray, pos: int, end: int, size: int, scratch: np.ndarray) -> int:
+    """Copy ``size`` little-endian bytes into ``scratch``; the next position or -1."""
+    if size > end - pos:
+        return -1
+    for k in range(size):
+        scratch[k] = buf[pos + k]
+    return pos + size
+
+
+@njit(cache=True, nogil=True)
+def decode(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, program: np.ndarray,
+           ints: np.ndarray, floats: np.ndarray, spans: np.ndarray, valid: np.ndarray,
+           counts: np.ndarray, keys: np.ndarray, values: np.ndarray, numbers: np.ndarray,
+           reals: np.ndarray, rows: np.ndarray, status: np.ndarray) -> int:
+    """Decode the records ``buf[starts[i] + HEADER : ends[i]]`` with ``program``.
+
+    Row r of every output holds the r-th record that decoded; ``rows[r]`` is its i.
+    Returns the number of rows, or ``NEEDS_ROOM`` if a collection outgrew ``keys``.
+    """
+    n_fields = program.shape[0]
+    room = keys.shape[1]
+    used = np.zeros(counts.shape[0], np.int64)  # entries taken per collection slot
+    taken = np.zeros(counts.shape[0], np.int64)
+    scratch = np.zeros(8, np.uint8)
+    r = 0
+    for i in range(starts.shape[0]):
+        pos = starts[i] + HEADER
+        end = ends[i]
+        for c in range(counts.shape[0]):
+            taken[c] = used[c]
+        code = OK
+        for f in range(n_fields):
+            kind = program[f, KIND]
+            slot = program[f, SLOT]
+            null_branch = program[f, NULL_BRANCH]
+            if null_branch != NOT_A_UNION:
+                branch, pos = _long(buf, pos, end)
+                if pos < 0:
+                    code = branch
+                    break
+                if branch != 0 and branch != 1:
+                    code = BAD_BRANCH
+                    break
+                if branch == null_branch:  # zero the row's slot: a null has no length
+                    valid[f, r] = 0
+                    if kind >= MAP_STRING:
+                        counts[slot, r] = 0
+                    elif kind in (STRING, BYTES):
+                        spans[slot, r, 0] = 0
+                        spans[slot, r, 1] = 0
+                    continue
+            valid[f, r] = 1
+            if kind in (LONG, INT, ENUM):
+                v, pos = _long(buf, pos, end)
+                if pos < 0:
+                    code = v
+                    break
+                if kind == INT and (v < -2147483648 or v > 2147483647):
+                    code = INT_RANGE
+                    break
+                if kind == ENUM and (v < 0 or v >= program[f, SYMBOLS]):
+                    code = BAD_ENUM
+                    break
+                ints[slot, r] = v
+            elif kind == BOOLEAN:
+                if pos >= end:
+                    code = TRUNCATED
+                    break
+                if buf[pos] > 1:
+                    code = BAD_BOOLEAN
+                    break
+                ints[slot, r] = buf[pos]
+                pos += 1
+            elif kind == DOUBLE:
+                pos = _fixed(buf, pos, end, 8, scratch)
+                if pos < 0:
+                    code = TRUNCATED
+                    break
+                floats[slot, r] = scratch.view(np.float64)[0]
+            elif kind == FLOAT:
+                pos = _fixed(buf, pos, end, 4, scratch)
+                if pos < 0:
+                    code = TRUNCATED
+                    break
+                floats[slot, r] = scratch[:4].view(np.float32)[0]
+            elif kind in (STRING, BYTES):
+                n, nxt = _span(buf, pos, end, kind == STRING)
+                if nxt < 0:
+                    code = n
+                    break
+                spans[slot, r, 0] = nxt - n
+                spans[slot, r, 1] = n
+                pos = nxt
+            else:  # a map or an array: blocks of entries, ended by a zero count
+                total = 0
+                while True:
+                    block, pos = _long(buf, pos, end)
+                    if pos < 0:
+                        code = block
+                        break
+                    if block == 0:
+                        break
+                    if block < 0:  # a negative count is followed by the block's size
+                        block = -block
+                        size, pos = _long(buf, pos, end)
+                        if pos < 0:
+                            code = size
+                            break
+                        if size < 0:
+                            code = NEGATIVE_LENGTH
+                            break
+                    if block > end - pos:  # every entry takes at least one byte
+                        code = TRUNCATED
+                        break
+                    if taken[slot] + block > room:
+                        return NEEDS_ROOM
+                    for _ in range(block):
+                        e = taken[slot]
+                        if kind != ARRAY_STRING:
+                            n, nxt = _span(buf, pos, end, True)
+                            if nxt < 0:
+                                code = n
+                                break
+                            keys[slot, e, 0] = nxt - n
+                            keys[slot, e, 1] = n
+                            pos = nxt
+                        if kind in (MAP_STRING, ARRAY_STRING):
+                            n, nxt = _span(buf, pos, end, True)
+                            if nxt < 0:
+                                code = n
+                                break
+                            values[slot, e, 0] = nxt - n
+                            values[slot, e, 1] = n
+                            pos = nxt
+                        elif kind == MAP_LONG:
+                            v, pos = _long(buf, pos, end)
+                            if pos < 0:
+                                code = v
+                                break
+                            numbers[slot, e] = v
+                        else:
+                            pos = _fixed(buf, pos, end, 8, scratch)
+                            if pos < 0:
+                                code = TRUNCATED
+                                break
+                            reals[slot, e] = scratch.view(np.float64)[0]
+                        taken[slot] += 1
+                    if code != OK:
+                        break
+                    total += block
+                if code != OK:
+                    break
+                counts[slot, r] = total
+        if code == OK and pos != end:
+            code = TRAILING
+        status[i] = code
+        if code == OK:
+            rows[r] = i
+            r += 1
+            for c in range(counts.shape[0]):
+                used[c] = taken[c]
+    return r
+
+
+@njit(cache=True, nogil=True)
+def gather(buf: np.ndarray, spans: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` spans copied out of ``buf``: Arrow offsets (int32) and data."""
+    offsets = np.empty(n + 1, np.int32)
+    total = 0
+    for r in range(n):
+        offsets[r] = total
+        total += spans[r, 1]
+    offsets[n] = total
+    data = np.empty(total, np.uint8)
+    for r in range(n):
+        start = spans[r, 0]
+        data[offsets[r]:offsets[r + 1]] = buf[start:start + spans[r, 1]]
+    return offsets, data
+
+
+@njit(cache=True, nogil=True)
+def headers(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Each message's schema id, or -1 when it is too short or its magic byte is not 0."""
+    ids = np.empty(starts.shape[0], np.int64)
+    for i in range(starts.shape[0]):
+        s = starts[i]
+        if ends[i] - s < HEADER or buf[s] != 0:
+            ids[i] = -1
+        else:
+            ids[i] = ((np.int64(buf[s + 1]) << 24) | (np.int64(buf[s + 2]) << 16)
+                      | (np.int64(buf[s + 3]) << 8) | np.int64(buf[s + 4]))
+    return ids

@@ -1,0 +1,169 @@
+"""The native batch decoder gives the reference decoder's tables and refusals (D9).
+
+The reference is ``codec.decode`` per message (fastavro) then ``pa.Table.from_pylist``.
+Every schema of the catalog is checked: generated records of any shape, the traffic
+generator's batches (with their bad records), and hostile bytes from the codec's fuzz
+scenario, mixed into batches so that a refused message must not disturb its neighbours.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams import avro_kernel
+from streams.avro_columns import ColumnDecoder, DecodedBatch, decode_rows
+from streams.codec import MalformedRecordError, default_codec
+from streams.traffic_model import TrafficConfig
+from streams.traffic_stream import TrafficStream
+from tests.factories import FACTORIES, make_consent, make_record
+from tests.unit.test_codec_fuzz import hostile
+
+pytestmark = pytest.mark.unit
+
+CODEC = default_codec()
+DECODER = ColumnDecoder(CODEC)
+SCHEMAS = sorted(s.name for s in CODEC.catalog)
+# Where Avro calls a value invalid but fastavro reads one anyway (Python's negative
+# indexing, unbounded ints, any non-zero byte as true), the kernel refuses.
+STRICTER = {avro_kernel.BAD_VARINT, avro_kernel.BAD_ENUM, avro_kernel.BAD_BRANCH,
+            avro_kernel.BAD_BOOLEAN, avro_kernel.INT_RANGE}
+
+
+def _values(t: Any) -> st.SearchStrategy[Any]:
+    """Any value of Avro type ``t`` (logical types as their base type)."""
+    if isinstance(t, list):
+        return st.one_of(*[_values(b) for b in t])
+    if isinstance(t, dict):
+        kind = t["type"]
+        if kind == "record":
+            return st.fixed_dictionaries({f["name"]: _values(f["type"]) for f in t["fields"]})
+        if kind == "enum":
+            return st.sampled_from(t["symbols"])
+        if kind == "map":
+            return st.dictionaries(st.text(max_size=8), _values(t["values"]), max_size=5)
+        if kind == "array":
+            return st.lists(_values(t["items"]), max_size=5)
+        return _values(kind)
+    return {"null": st.none(), "string": st.text(max_size=12), "bytes": st.binary(max_size=12),
+            "long": st.integers(-(2**63), 2**63 - 1), "int": st.integers(-(2**31), 2**31 - 1),
+            "double": st.floats(allow_nan=False), "float": st.floats(allow_nan=False, width=32),
+            "boolean": st.booleans()}[t]
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> list[bytes]:
+    out = []
+    for name in draw(st.lists(st.sampled_from(SCHEMAS), min_size=1, max_size=12)):
+        fields = CODEC.catalog.by_name(name).raw["fields"]
+        record = draw(st.fixed_dictionaries({f["name"]: _values(f["type"]) for f in fields}))
+        out.append(CODEC.encode(name, record))
+    return out
+
+
+def _words(error: Exception) -> str:
+    return re.sub(r" at 0x[0-9a-f]+", "", str(error))  # fastavro names its buffer object
+
+
+def assert_same(messages: list[bytes]) -> DecodedBatch:
+    """The native result equals the reference, message by message."""
+    native, reference = DECODER.decode(messages), decode_rows(messages, CODEC)
+    assert [p.schema.id for p in native.parts] == [p.schema.id for p in reference.parts]
+    for got, want in zip(native.parts, reference.parts, strict=True):
+        if len(got.index) != len(want.index):  # only messages the kernel is stricter on
+            extra = np.setdiff1d(want.index, got.index)
+            for i in extra.tolist():
+                assert isinstance(native.errors[i], MalformedRecordError)
+                assert any(avro_kernel.REASONS[c] in str(native.errors[i]) for c in STRICTER)
+            keep = np.isin(want.index, got.index)
+            want_table, want_index = want.table.filter(keep), want.index[keep]
+        else:
+            want_table, want_index = want.table, want.index
+        assert got.index.tolist() == want_index.tolist()
+        assert got.table.schema == want_table.schema
+        assert got.table.to_pylist() == want_table.to_pylist(), got.schema.name
+    for i, error in reference.errors.items():
+        assert type(native.errors[i]) is type(error)
+        assert _words(native.errors[i]) == _words(error)
+    return native
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches())
+def test_generated_records_of_every_schema_decode_as_the_reference(messages: list[bytes]
+                                                                   ) -> None:
+    native = assert_same(messages)
+    assert not native.errors and len(native) == len(messages)
+
+
+def test_sample_records_of_every_input_and_control_schema() -> None:
+    rng = random.Random(3)
+    messages = [CODEC.encode(s, make_record(s, rng)) for s in sorted(FACTORIES)
+                for _ in range(20)]
+    messages += [CODEC.encode("ConsentRecord", make_consent(f"acct-{i}", rng))
+                 for i in range(20)]
+    rng.shuffle(messages)
+    native = assert_same(messages)
+    assert len(native) == len(messages) and not native.errors
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_traffic_batches_with_their_bad_records(seed: int) -> None:
+    stream = TrafficStream(TrafficConfig(seed=seed))
+    _, _, values = stream.columns(6_000)
+    native = assert_same(list(values))
+    assert native.errors, "the generator's bad records are refused"
+    assert len(native) == len(values)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(hostile(), min_size=1, max_size=6), st.randoms(use_true_random=False))
+def test_hostile_bytes_among_valid_messages(bad: list[bytes], rng: random.Random) -> None:
+    good = [CODEC.encode(s, make_record(s, rng)) for s in sorted(FACTORIES)]
+    messages = good + bad
+    rng.shuffle(messages)
+    native = assert_same(messages)
+    assert len(native) == len(messages)
+
+
+def test_a_byte_moved_between_two_messages_fails_both() -> None:
+    """Concatenated bodies must not read across a message boundary."""
+    rng = random.Random(5)
+    a, b = (CODEC.encode("PlaybackEvent", make_record("PlaybackEvent", rng)) for _ in "ab")
+    native = assert_same([a[:-1], b[:5] + a[-1:] + b[5:]])
+    assert set(native.errors) == {0, 1}
+
+
+def test_trailing_bytes_on_the_last_message_are_refused() -> None:
+    rng = random.Random(6)
+    a, b = (CODEC.encode("PlaybackEvent", make_record("PlaybackEvent", rng)) for _ in "ab")
+    native = assert_same([a, b + b"\x00\x00"])
+    assert set(native.errors) == {1}
+    assert "trailing" in str(native.errors[1])
+
+
+def test_a_tombstone_is_a_framing_error_not_a_crash() -> None:
+    rng = random.Random(7)
+    a = CODEC.encode("PlaybackEvent", make_record("PlaybackEvent", rng))
+    native = DECODER.decode([a, None])  # type: ignore[list-item]
+    assert native.parts[0].index.tolist() == [0]
+    assert "NoneType" in str(native.errors[1])
+
+
+def test_maps_outgrowing_the_first_guess_of_room() -> None:
+    """A batch whose maps hold many entries per row takes the kernel's second attempt."""
+    record = make_record("PlaybackEvent", random.Random(8))
+    analytics = {"event_id": record["event_id"], "subject_pseudonym": None, "source": "s",
+                 "event_type": "t", "event_time": 1, "processing_region": "r",
+                 "policy_version": "v", "attributes": {f"k{i}": str(i) for i in range(50)},
+                 "measures": {f"m{i}": float(i) for i in range(50)}}
+    native = assert_same([CODEC.encode("AnalyticsEvent", analytics)] * 3)
+    assert native.parts[0].table.column("attributes").to_pylist()[2] == list(
+        analytics["attributes"].items())
