@@ -117,6 +117,18 @@ def _span(buf: np.ndarray, pos: int, end: int, text: bool) -> tuple[int, int]:
 
 
 @njit(cache=True, nogil=True)
+def _string_entry(buf: np.ndarray, pos: int, end: int, out: np.ndarray, slot: int, e: int
+                  ) -> tuple[int, int]:
+    """A string at ``pos`` kept as the span ``out[slot, e]``: (OK, next) or (code, -1)."""
+    n, nxt = _span(buf, pos, end, True)
+    if nxt < 0:
+        return n, -1
+    out[slot, e, 0] = nxt - n
+    out[slot, e, 1] = n
+    return OK, nxt
+
+
+@njit(cache=True, nogil=True)
 def _fixed(buf: np.ndarray, pos: int, end: int, size: int, scratch: np.ndarray) -> int:
     """Copy ``size`` little-endian bytes into ``scratch``; the next position or -1."""
     if size > end - pos:
@@ -236,21 +248,13 @@ def decode(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, program: np.nd
                     for _ in range(block):
                         e = taken[slot]
                         if kind != ARRAY_STRING:
-                            n, nxt = _span(buf, pos, end, True)
-                            if nxt < 0:
-                                code = n
+                            code, pos = _string_entry(buf, pos, end, keys, slot, e)
+                            if pos < 0:
                                 break
-                            keys[slot, e, 0] = nxt - n
-                            keys[slot, e, 1] = n
-                            pos = nxt
                         if kind in (MAP_STRING, ARRAY_STRING):
-                            n, nxt = _span(buf, pos, end, True)
-                            if nxt < 0:
-                                code = n
+                            code, pos = _string_entry(buf, pos, end, values, slot, e)
+                            if pos < 0:
                                 break
-                            values[slot, e, 0] = nxt - n
-                            values[slot, e, 1] = n
-                            pos = nxt
                         elif kind == MAP_LONG:
                             v, pos = _long(buf, pos, end)
                             if pos < 0:
