@@ -30,8 +30,8 @@ from streams.codec import MAX_MESSAGE_BYTES, Codec, MalformedRecordError, defaul
 from streams.errors import SerializationError
 from streams.schema_catalog import SchemaInfo
 
-__all__ = ["ColumnDecoder", "DecodedBatch", "SchemaRows", "arrow_schema", "decode_columns",
-           "decode_rows"]
+__all__ = ["ColumnDecoder", "DecodedBatch", "SchemaRows", "arrow_schema", "arrow_value_type",
+           "decode_columns", "decode_rows"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ class DecodedBatch:
 
 
 def _as_strings(t: Any) -> Any:
-    """Enums are strings in memory (fastavro), so in Arrow too."""
+    """Enums are strings in memory (fastavro), so in Arrow too; maps and arrays of enums."""
     if isinstance(t, list):
         return [_as_strings(b) for b in t]
     if isinstance(t, dict) and t.get("type") == "enum":
@@ -76,25 +76,26 @@ def arrow_schema(info: SchemaInfo) -> pa.Schema:
     schema = _schemas.get(info.id)
     if schema is None:
         schema = _schemas[info.id] = pa.schema([
-            pa.field(f["name"], _arrow(f["type"]), nullable=_nullable(f["type"]))
+            pa.field(f["name"], arrow_value_type(f["type"]), nullable=_nullable(f["type"]))
             for f in info.raw["fields"]])
     return schema
 
 
-def _arrow(t: Any) -> pa.DataType:
-    """``arrow_avro.arrow_type``, plus bytes and nested records (control schemas)."""
+def arrow_value_type(t: Any) -> pa.DataType:
+    """The Arrow type a decoded value of Avro type ``t`` has: ``arrow_avro.arrow_type`` with
+    enums as strings, plus bytes and nested records (control schemas)."""
     if isinstance(t, list):
         (branch,) = [b for b in t if b != "null"]
-        return _arrow(branch)
+        return arrow_value_type(branch)
     if t == "bytes" or (isinstance(t, dict) and t.get("type") == "bytes"):
         return pa.binary()
     if isinstance(t, dict) and t.get("type") == "record":
-        return pa.struct([pa.field(f["name"], _arrow(f["type"]), nullable=_nullable(f["type"]))
-                          for f in t["fields"]])
+        return pa.struct([pa.field(f["name"], arrow_value_type(f["type"]),
+                                   nullable=_nullable(f["type"])) for f in t["fields"]])
     if isinstance(t, dict) and t.get("type") == "array":
-        return pa.list_(_arrow(t["items"]))
+        return pa.list_(arrow_value_type(t["items"]))
     if isinstance(t, dict) and t.get("type") == "map":
-        return pa.map_(pa.string(), _arrow(t["values"]))
+        return pa.map_(pa.string(), arrow_value_type(t["values"]))
     return arrow_type(_as_strings(t))
 
 

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from streams import engine
 from streams.arrow_avro import arrow_type
+from streams.avro_columns import arrow_value_type
 from streams.consent import ADULT, AGE_16_17, UNDER_13, UNDER_16, SubjectState
 from streams.errors import PolicyError
 from streams.field_plan import SchemaPlan
@@ -38,17 +39,6 @@ class PreparedSchema:
     outputs: Mapping[str, pa.Schema]  # destination -> Arrow schema of its output schema
 
 
-def _as_strings(t: Any) -> Any:
-    """Enums are strings in memory (fastavro), so in Arrow too."""
-    if isinstance(t, list):
-        return [_as_strings(b) for b in t]
-    if isinstance(t, dict) and t.get("type") == "enum":
-        return "string"
-    if isinstance(t, dict) and t.get("type") == "array":
-        return {**t, "items": _as_strings(t["items"])}
-    return t
-
-
 _prepared: dict[tuple[int, str], tuple[Policy, PreparedSchema]] = {}
 
 
@@ -66,7 +56,7 @@ def prepare(policy: Policy, source_schema: str) -> PreparedSchema:
     read |= {plan.personal_field, "event_time", "managed_profile", "event_type", "server_id"}
     raw = {f["name"]: f["type"] for f in schema.raw["fields"]}
     fields = [f for f in schema.fields if f.name in read]
-    struct = pa.struct([(f.name, arrow_type(_as_strings(raw[f.name]))) for f in fields])
+    struct = pa.struct([(f.name, arrow_value_type(raw[f.name])) for f in fields])
     outputs = {}
     for d in plan.dests:
         out = policy.catalog.by_name(d.layouts[0].output_schema).raw["fields"]
