@@ -1,242 +1,180 @@
-"""Arrow tables -> schemaless Avro bodies, one per row, with pyarrow compute kernels.
+"""Arrow tables -> schemaless Avro bodies, one per row, in native code (numba).
 
 fastavro encodes one record at a time in Python-level calls (about 95k instructions per
-output record on the worker's path). Here every field of a table is turned into one
-binary column of its Avro encoding (varint lengths and zig-zag longs with numpy, the
-byte joins with ``binary_join_element_wise``), and a row's body is the join of its field
-columns: the same bytes as ``fastavro.schemaless_writer`` for the types the output
-schemas use (string, long, int, double, float, boolean, ``["null", T]`` unions, arrays
-and maps of those; maps and arrays are written as one block, as fastavro does).
-Anything else raises ``TypeError`` when the encoder is made, never silently.
+output record on the worker's path). Here ``avro_write_kernel`` reads a table's Arrow
+buffers where they are and writes each row's bytes once (decision D11): the same bytes as
+``fastavro.schemaless_writer`` for the types ``arrow_type`` maps (string, long, int,
+double, float, boolean, two-branch unions with null in either place, and maps and arrays
+of those; maps and arrays are written as one block, as fastavro does). Anything else
+raises ``TypeError`` when the encoder is made, never silently.
 
 A row whose value is null where its schema has no null branch does not encode: its body
 is null (``codec.encode`` raises ``MalformedRecordError`` for the same record).
 
-The worker's encoder for outputs and drop records (docs/decisions.md, D8 and D10).
+The worker's encoder for outputs and drop records (docs/decisions.md, D8, D10 and D11).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["arrow_type", "encode_bodies", "frame", "varints", "zigzag_varints"]
+from streams import avro_write_kernel as k
+
+__all__ = ["arrow_type", "encode_bodies", "encode_framed", "frame"]
 
 _EMPTY = pa.scalar(b"", pa.binary())
-_NULL = pa.scalar(None, pa.binary())
-_ZERO = pa.scalar(b"\x00", pa.binary())
-_PRIMITIVE_ARROW = {
-    "string": pa.string(),
-    "long": pa.int64(),
-    "int": pa.int64(),
-    "double": pa.float64(),
-    "float": pa.float64(),
-    "boolean": pa.bool_(),
-}
-
-Segment = Callable[[pa.Array], pa.Array]
+_LEAVES = {"string": k.STRING, "long": k.LONG, "int": k.LONG, "double": k.DOUBLE,
+           "float": k.FLOAT, "boolean": k.BOOLEAN}
+_ARROW = {k.STRING: pa.string(), k.LONG: pa.int64(), k.DOUBLE: pa.float64(),
+          k.FLOAT: pa.float64(), k.BOOLEAN: pa.bool_()}
 
 
 def _strip(t: Any) -> Any:
     """An Avro type without its logical type (``{"type": "long", ...}`` -> ``"long"``)."""
-    if isinstance(t, dict) and t.get("type") in _PRIMITIVE_ARROW:
+    if isinstance(t, dict) and t.get("type") in _LEAVES:
         return t["type"]
     return t
 
 
+def _union(t: list[Any]) -> tuple[Any, int]:
+    """A two-branch union with null: (its other branch, the null branch's index)."""
+    if len(t) != 2 or "null" not in t or t[0] == t[1]:
+        raise TypeError(f"no columnar encoding for union {t!r}")
+    null_branch = t.index("null")
+    return t[1 - null_branch], null_branch
+
+
+def _unwrap(avro_type: Any) -> tuple[Any, int]:
+    """``avro_type`` without its null branch and logical type: (type, null branch index)."""
+    t, null_branch = _strip(avro_type), k.NOT_A_UNION
+    if isinstance(t, list):
+        t, null_branch = _union(t)
+        t = _strip(t)
+    return t, null_branch
+
+
+def _leaf(avro_type: Any) -> tuple[int, int]:
+    """A primitive's, or a nullable primitive's, (kind, null branch)."""
+    t, null_branch = _unwrap(avro_type)
+    if isinstance(t, str) and t in _LEAVES:
+        return _LEAVES[t], null_branch
+    raise TypeError(f"no columnar encoding for Avro type {avro_type!r}")
+
+
+def _field(avro_type: Any) -> tuple[int, int, int, int]:
+    """A field's program row: shape, leaf kind, null branch, item null branch (a map's
+    values or an array's items are primitives or nullable ones, never collections)."""
+    t, null_branch = _unwrap(avro_type)
+    if isinstance(t, dict) and t.get("type") in ("map", "array"):
+        shape = k.MAP if t["type"] == "map" else k.ARRAY
+        kind, item_null = _leaf(t["values" if shape == k.MAP else "items"])
+        return shape, kind, null_branch, item_null
+    kind, _ = _leaf(avro_type)
+    return k.SCALAR, kind, null_branch, k.NOT_A_UNION
+
+
 def arrow_type(avro_type: Any) -> pa.DataType:
-    """The Arrow type that holds values of ``avro_type`` (a ``["null", T]`` union -> T)."""
-    t = _strip(avro_type)
-    if isinstance(t, list):
-        (branch,) = [b for b in t if b != "null"]
-        return arrow_type(branch)
-    if isinstance(t, str) and t in _PRIMITIVE_ARROW:
-        return _PRIMITIVE_ARROW[t]
-    if isinstance(t, dict) and t["type"] == "map":
-        return pa.map_(pa.string(), arrow_type(t["values"]))
-    if isinstance(t, dict) and t["type"] == "array":
-        return pa.list_(arrow_type(t["items"]))
-    raise TypeError(f"no columnar encoding for Avro type {avro_type!r}")
+    """The Arrow type that holds values of ``avro_type`` (a ``["null", T]`` union -> T);
+    ``TypeError`` for a type the encoder does not write."""
+    shape, kind, _, _ = _field(avro_type)
+    value = _ARROW[kind]
+    if shape == k.MAP:
+        return pa.map_(pa.string(), value)
+    return pa.list_(value) if shape == k.ARRAY else value
 
 
-def varints(z: np.ndarray) -> pa.Array:
-    """Unsigned LEB128 varints of a uint64 array, as one binary array."""
-    z = np.asarray(z, dtype=np.uint64)
-    n = len(z)
-    if n == 0 or int(z.max()) < 0x80:  # one byte each: lengths, counts and small longs
-        offsets = np.arange(n + 1, dtype=np.int32)
-        data = z.astype(np.uint8)
-        return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets),
-                                                     pa.py_buffer(data)])
-    sizes = np.ones(n, np.int32)
-    rest = z >> np.uint64(7)
-    while rest.any():
-        sizes += rest != 0
-        rest >>= np.uint64(7)
-    offsets = np.zeros(n + 1, np.int32)
-    np.cumsum(sizes, out=offsets[1:])
-    data = np.empty(int(offsets[-1]), np.uint8)
-    starts = offsets[:-1]
-    for k in range(int(sizes.max()) if n else 0):
-        sel = sizes > k
-        byte = ((z[sel] >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
-        byte |= np.where(sizes[sel] > k + 1, 0x80, 0).astype(np.uint8)
-        data[starts[sel] + k] = byte
-    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data)]
-    return pa.Array.from_buffers(pa.binary(), n, buffers)
+@dataclass(frozen=True, slots=True)
+class _Encoder:
+    """One record schema's program and the Arrow type each field is read as."""
+
+    names: tuple[str, ...]
+    types: tuple[pa.DataType, ...]
+    program: np.ndarray  # (fields, 4) int64: shape, leaf kind, null branch, item null branch
 
 
-def zigzag_varints(values: np.ndarray) -> pa.Array:
-    """Avro longs (zig-zag varints) of an int64 array."""
-    v = np.asarray(values, dtype=np.int64)
-    return varints(((v << 1) ^ (v >> 63)).view(np.uint64))
+_encoders: dict[int, tuple[Mapping[str, Any], _Encoder]] = {}
 
 
-def _with_nulls(encoded: pa.Array, values: pa.Array) -> pa.Array:
-    if values.null_count == 0:
-        return encoded
-    return pc.if_else(values.is_valid(), encoded, _NULL)
-
-
-def _long(values: pa.Array) -> pa.Array:
-    ints = values.fill_null(0).to_numpy(zero_copy_only=False)
-    return _with_nulls(zigzag_varints(ints), values)
-
-
-def _fixed(dtype: str) -> Segment:
-    def encode(values: pa.Array) -> pa.Array:
-        raw = values.fill_null(0).to_numpy(zero_copy_only=False).astype(dtype)
-        fixed = pa.Array.from_buffers(
-            pa.binary(raw.itemsize), len(raw), [None, pa.py_buffer(raw.tobytes())]
-        )
-        return _with_nulls(fixed.cast(pa.binary()), values)
-
-    return encode
-
-
-def _string(values: pa.Array) -> pa.Array:
-    raw = values.cast(pa.binary())
-    lengths = pc.binary_length(raw).fill_null(0).to_numpy(zero_copy_only=False)
-    return pc.binary_join_element_wise(zigzag_varints(lengths), raw, _EMPTY)
-
-
-def _boolean(values: pa.Array) -> pa.Array:
-    return pc.if_else(values, pa.scalar(b"\x01", pa.binary()), _ZERO)
-
-
-def _union(branches: list[Any]) -> Segment:
-    others = [b for b in branches if b != "null"]
-    if len(others) != 1 or len(branches) != 2:
-        raise TypeError(f"no columnar encoding for union {branches!r}")
-    null_tag = pa.scalar(zigzag_varints(np.array([branches.index("null")])).to_pylist()[0],
-                         pa.binary())
-    value_tag = pa.scalar(zigzag_varints(np.array([branches.index(others[0])])).to_pylist()[0],
-                          pa.binary())
-    inner = _segment(others[0])
-
-    def encode(values: pa.Array) -> pa.Array:
-        tagged = pc.binary_join_element_wise(value_tag, inner(values), _EMPTY)
-        return pc.if_else(values.is_valid(), tagged, null_tag) if values.null_count else tagged
-
-    return encode
-
-
-def _child_offsets(values: pa.Array) -> tuple[np.ndarray, int, int]:
-    """A list or map array's offsets from 0, and the span of its children they cover
-    (a sliced array's children are not sliced)."""
-    offsets = values.offsets.to_numpy(zero_copy_only=False)
-    start = int(offsets[0]) if len(offsets) else 0
-    end = int(offsets[-1]) if len(offsets) else 0
-    return offsets - start, start, end - start
-
-
-def _blocks(values: pa.Array, offsets: np.ndarray, entries: pa.Array) -> pa.Array:
-    """One block (count, entries, 0) per non-empty list or map row; an empty one is 0."""
-    lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), entries)
-    joined = pc.binary_join(lists, _EMPTY)
-    counts = np.diff(offsets)
-    block = pc.binary_join_element_wise(zigzag_varints(counts), joined, _ZERO, _EMPTY)
-    out = pc.if_else(pa.array(counts > 0), block, _ZERO)
-    return _with_nulls(out, values)
-
-
-def _map(value_type: Any) -> Segment:
-    value_segment = _segment(value_type)
-
-    def encode(values: pa.Array) -> pa.Array:
-        offsets, start, size = _child_offsets(values)
-        # A map's keys are a few field names repeated on every row: encode each once.
-        names = values.keys.slice(start, size).dictionary_encode()
-        keys = _string(names.dictionary).take(names.indices)
-        items = values.items.slice(start, size)
-        if pa.types.is_string(items.type):  # attribute values repeat too (titles, countries)
-            distinct = items.dictionary_encode(null_encoding="encode")  # null: one more value
-            items = value_segment(distinct.dictionary).take(distinct.indices)
-        else:
-            items = value_segment(items)
-        return _blocks(values, offsets, pc.binary_join_element_wise(keys, items, _EMPTY))
-
-    return encode
-
-
-def _array(item_type: Any) -> Segment:
-    item_segment = _segment(item_type)
-
-    def encode(values: pa.Array) -> pa.Array:
-        offsets, start, size = _child_offsets(values)
-        return _blocks(values, offsets, item_segment(values.values.slice(start, size)))
-
-    return encode
-
-
-_PRIMITIVE_SEGMENTS: dict[str, Segment] = {
-    "string": _string,
-    "long": _long,
-    "int": _long,
-    "double": _fixed("<f8"),
-    "float": _fixed("<f4"),
-    "boolean": _boolean,
-}
-
-
-def _segment(avro_type: Any) -> Segment:
-    t = _strip(avro_type)
-    if isinstance(t, list):
-        return _union(t)
-    if isinstance(t, str) and t in _PRIMITIVE_SEGMENTS:
-        return _PRIMITIVE_SEGMENTS[t]
-    if isinstance(t, dict) and t["type"] == "map":
-        return _map(t["values"])
-    if isinstance(t, dict) and t["type"] == "array":
-        return _array(t["items"])
-    raise TypeError(f"no columnar encoding for Avro type {avro_type!r}")
-
-
-_encoders: dict[int, tuple[Mapping[str, Any], list[tuple[str, Segment]]]] = {}
-
-
-def _record_encoder(schema: Mapping[str, Any]) -> list[tuple[str, Segment]]:
+def _encoder(schema: Mapping[str, Any]) -> _Encoder:
     cached = _encoders.get(id(schema))
     if cached is not None and cached[0] is schema:
         return cached[1]
-    fields = [(f["name"], _segment(f["type"])) for f in schema["fields"]]
-    _encoders[id(schema)] = (schema, fields)
-    return fields
+    fields = schema["fields"]
+    encoder = _Encoder(tuple(f["name"] for f in fields),
+                       tuple(arrow_type(f["type"]) for f in fields),
+                       np.array([_field(f["type"]) for f in fields], np.int64).reshape(-1, 4))
+    _encoders[id(schema)] = (schema, encoder)
+    return encoder
+
+
+_STRING_BUFFERS = (k.VALID, k.OFFSETS, k.DATA)
+_VALUE_BUFFERS = (k.VALID, k.DATA)
+_LIST_BUFFERS = (k.VALID, k.OFFSETS)  # a list's or map's own; its children come after
+
+
+def _describe(arr: pa.Array, slots: tuple[int, ...], out: np.ndarray) -> None:
+    """``out`` = the kernel's description of ``arr``: its offset and, per slot, the
+    address and size of its buffer there (``arr.buffers()`` in that order)."""
+    out[k.OFFSET] = arr.offset
+    for slot, buf in zip(slots, arr.buffers()[:len(slots)], strict=True):
+        if buf is not None and (slot != k.VALID or arr.null_count):
+            out[slot], out[slot + 1] = buf.address, buf.size
+
+
+def _arrays(table: pa.Table, encoder: _Encoder) -> tuple[np.ndarray, list[pa.Array]]:
+    """The array table of ``table``'s columns, and the arrays it points into (kept alive
+    by the caller for the kernel call)."""
+    arrays = np.zeros((3 * len(encoder.names), k.ARRAY_COLUMNS), np.int64)
+    alive = []
+    for f, (name, type_, shape) in enumerate(zip(encoder.names, encoder.types,
+                                                 encoder.program[:, k.SHAPE].tolist(),
+                                                 strict=True)):
+        column = table.column(name)
+        col = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+        if col.type != type_:
+            col = col.cast(type_)
+        alive.append(col)
+        values = col
+        if shape != k.SCALAR:
+            _describe(col, _LIST_BUFFERS, arrays[3 * f])
+            if shape == k.MAP:
+                entries = col.values  # a struct array of (key, value)
+                values = entries.field(1)
+                _describe(entries.field(0), _STRING_BUFFERS, arrays[3 * f + 1])
+                alive += [entries.field(0), values]
+            else:
+                values = col.values
+                alive.append(values)
+        row = 3 * f if shape == k.SCALAR else 3 * f + 2
+        _describe(values, _STRING_BUFFERS if pa.types.is_string(values.type) else _VALUE_BUFFERS,
+                  arrays[row])
+    return arrays, alive
+
+
+def encode_framed(table: pa.Table, schema: Mapping[str, Any], header: bytes) -> pa.Array:
+    """``header`` (the wire framing: magic byte and schema id) + the schemaless Avro body of
+    every row of ``table`` (columns named as the record ``schema``'s fields, an Avro record
+    schema as JSON), one binary value per row; null where a row does not encode."""
+    encoder = _encoder(schema)
+    arrays, alive = _arrays(table, encoder)
+    n = table.num_rows
+    offsets, data, ok = k.encode(encoder.program, arrays, n, np.frombuffer(header, np.uint8))
+    del alive  # the kernel has returned: nothing points into those arrays any more
+    good = ok.view(np.bool_)
+    bitmap = None if good.all() else pa.py_buffer(np.packbits(good, bitorder="little"))
+    return pa.Array.from_buffers(pa.binary(), n, [bitmap, pa.py_buffer(offsets),
+                                                  pa.py_buffer(data)])
 
 
 def encode_bodies(table: pa.Table, schema: Mapping[str, Any]) -> pa.Array:
-    """The schemaless Avro body of every row of ``table`` (columns named as the record
-    ``schema``'s fields, an Avro record schema as JSON); null where a row does not encode."""
-    segments = [
-        encode(table.column(name).combine_chunks()) for name, encode in _record_encoder(schema)
-    ]
-    if table.num_rows == 0:
-        return pa.array([], pa.binary())
-    return pc.binary_join_element_wise(*segments, _EMPTY)
+    """The schemaless Avro body of every row of ``table``; see ``encode_framed``."""
+    return encode_framed(table, schema, b"")
 
 
 def frame(bodies: pa.Array, header: bytes) -> pa.Array:

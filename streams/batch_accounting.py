@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, Protocol
 import pyarrow as pa
 
 from streams.aggregates import Contributions
-from streams.arrow_avro import arrow_type, encode_bodies, frame
+from streams.arrow_avro import arrow_type, encode_framed
 from streams.codec import Codec
 from streams.consent import SubjectHistory
 from streams.errors import SerializationError
@@ -139,7 +139,7 @@ class Accounting:
             "source_offset": [m.offset() or 0 for m in messages],
             "dropped_at": [now] * n, "processing_region": [self._region] * n,
         }, schema=self._drop_arrow)
-        bodies = frame(encode_bodies(table, self._drop_schema), self._drop_header)
+        bodies = encode_framed(table, self._drop_schema, self._drop_header)
         return self._catalog.drops.name, bodies.to_pylist()
 
     @staticmethod

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from streams import avro_columns, engine
 from streams.aggregates import DIMENSIONS, WINDOW_MS, Cell, Contributions
-from streams.arrow_avro import encode_bodies, frame
+from streams.arrow_avro import encode_framed
 from streams.batch_accounting import (
     Accounting,
     BatchResult,
@@ -234,7 +234,7 @@ class ColumnarEvents:
         encoded = []
         for dest in outcome.tables:
             topic, avro_schema, header, _ = self._outputs[dest.destination]
-            bodies = encode_bodies(dest.table, avro_schema)
+            bodies = encode_framed(dest.table, avro_schema, header)
             if bodies.null_count:  # does not encode: the event is a dead letter (docstring)
                 failed = dest.rows[~np.asarray(bodies.is_valid())]
                 kinds[failed[kinds[failed] == ROUTED]] = FAILED
@@ -242,7 +242,7 @@ class ColumnarEvents:
                     errors.setdefault(r, MalformedRecordError(
                         f"{dest.output_schema} record of {schema} "
                         f"{table.column('event_id')[r].as_py()} does not encode"))
-            encoded.append((dest, topic, frame(bodies, header)))
+            encoded.append((dest, topic, bodies))
         routed = kinds == ROUTED
         for dest, topic, values in encoded:
             keep = routed[dest.rows]

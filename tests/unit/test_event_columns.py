@@ -192,17 +192,17 @@ def test_output_that_does_not_encode_is_a_dead_letter_with_none_of_its_outputs(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(event_columns, "COLUMNAR_FROM", 0)
     processor, store, raw = _setup(1_000, seed=3)
-    encode = event_columns.encode_bodies
+    encode = event_columns.encode_framed
     spoiled: list[str] = []
 
-    def spoil_first(table: pa.Table, schema: Any) -> pa.Array:
-        bodies = encode(table, schema)
+    def spoil_first(table: pa.Table, schema: Any, header: bytes) -> pa.Array:
+        bodies = encode(table, schema, header)
         if schema["name"] == "AnalyticsEvent" and table.num_rows and not spoiled:
             spoiled.append(table.column("event_id")[0].as_py())
             return pa.array([None, *bodies.to_pylist()[1:]], pa.binary())
         return bodies
 
-    monkeypatch.setattr(event_columns, "encode_bodies", spoil_first)
+    monkeypatch.setattr(event_columns, "encode_framed", spoil_first)
     result = processor.process(raw, store)
     assert spoiled
     accounted = sum(result.outcomes[k] for k in ("routed", "dropped", "dead_letter"))
