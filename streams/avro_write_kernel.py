@@ -8,12 +8,15 @@ bitmaps, int32 offsets, string bytes, values; each array's own offset applied) a
 each output byte once: a first pass sizes every row, a second writes the header and the
 fields into one data buffer.
 
-Arrays are described by the addresses of their buffers (``ARRAY_COLUMNS``): the caller
-keeps the arrays alive for the call, and every read stays inside the sizes it gives.
+Arrays are described by the addresses and sizes of their buffers (``ARRAY_COLUMNS``): the
+caller keeps the arrays alive for the call. Like pyarrow's own kernels, the kernel trusts an
+array's offsets (the worker's tables are built by pyarrow, never read from the wire).
 A row whose value is null where its type has no null branch gets ``ok[r] = 0`` and no bytes.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from numba import carray, njit, types
@@ -31,6 +34,12 @@ NOT_A_UNION = -1
 OFFSET, VALID, VALID_BYTES, OFFSETS, OFFSETS_BYTES, DATA, DATA_BYTES = 0, 1, 2, 3, 4, 5, 6
 ARRAY_COLUMNS = 7
 TOO_LARGE = "encoded bodies exceed 2 GiB (int32 offsets)"
+# The per-value functions allocate nothing, so they run without numba's reference counting
+# (``_nrt``): with it, every call passing a dozen arrays paid atomic increments and
+# decrements, several times the cost of the bytes written. The value helpers are inlined
+# into the row loop: an outlined call passes each array as seven machine words.
+_LOOP: dict[str, Any] = {"cache": True, "nogil": True, "_nrt": False}
+_INLINE: dict[str, Any] = {**_LOOP, "inline": "always"}
 
 
 @intrinsic
@@ -54,12 +63,12 @@ def _view(address: int, size: int) -> np.ndarray:
     return carray(_pointer(address), size)  # type: ignore[call-arg]  # typingctx: numba's
 
 
-@njit(cache=True, nogil=True)
+@njit(**_INLINE)
 def _bit(bitmap: np.ndarray, i: int) -> bool:
     return (bitmap[i >> 3] >> (i & 7)) & 1 == 1
 
 
-@njit(cache=True, nogil=True)
+@njit(**_INLINE)
 def _long(out: np.ndarray, p: int, v: int, write: bool) -> int:
     """The zig-zag varint of ``v`` at ``out[p]``; the next position."""
     z = np.uint64((v << 1) ^ (v >> 63))
@@ -73,10 +82,10 @@ def _long(out: np.ndarray, p: int, v: int, write: bool) -> int:
     return p + 1
 
 
-@njit(cache=True, nogil=True)
+@njit(**_INLINE)
 def _value(kind: int, null_branch: int, valid: np.ndarray, offsets: np.ndarray,
            data: np.ndarray, longs: np.ndarray, reals: np.ndarray, i: int, out: np.ndarray,
-           p: int, write: bool, scratch: np.ndarray) -> int:
+           p: int, write: bool, scratch: np.ndarray, scratch_bytes: np.ndarray) -> int:
     """Element ``i`` (physical index) of an array at ``out[p]``: the next position, or -1
     when it is null and its type has no null branch."""
     if valid.size and not _bit(valid, i):
@@ -93,19 +102,22 @@ def _value(kind: int, null_branch: int, valid: np.ndarray, offsets: np.ndarray,
         start = offsets[i]
         n = offsets[i + 1] - start
         p = _long(out, p, n, write)
-        if write:
-            out[p:p + n] = data[start:start + n]
+        if write:  # a loop, not a slice: slices cost reference counting per value
+            for q in range(n):
+                out[p + q] = data[start + q]
         return p + n
     if kind == LONG:
         return _long(out, p, longs[i], write)
     if kind == DOUBLE:
         if write:
-            out[p:p + 8] = data[8 * i:8 * i + 8]
+            for q in range(8):
+                out[p + q] = data[8 * i + q]
         return p + 8
     if kind == FLOAT:
         if write:
             scratch[0] = np.float32(reals[i])
-            out[p:p + 4] = scratch.view(np.uint8)
+            for q in range(4):
+                out[p + q] = scratch_bytes[q]
         return p + 4
     if write:  # BOOLEAN: Arrow packs them into bits
         out[p] = 1 if _bit(data, i) else 0
@@ -114,34 +126,43 @@ def _value(kind: int, null_branch: int, valid: np.ndarray, offsets: np.ndarray,
 
 @njit(cache=True, nogil=True)
 def _field(program: np.ndarray, arrays: np.ndarray, f: int, pos: np.ndarray, ok: np.ndarray,
-           out: np.ndarray, write: bool, scratch: np.ndarray) -> None:
+           out: np.ndarray, write: bool, scratch: np.ndarray, scratch_bytes: np.ndarray) -> None:
     """Field ``f`` of every row still ``ok``, at ``out[pos[r]]``; advances ``pos``."""
-    shape, kind = program[f, SHAPE], program[f, LEAF]
-    null_branch, item_null = program[f, NULL_BRANCH], program[f, ITEM_NULL_BRANCH]
+    shape = program[f, SHAPE]
     col, keys, items = arrays[3 * f], arrays[3 * f + 1], arrays[3 * f + 2]
-    valid = _view(col[VALID], col[VALID_BYTES])
-    base = col[OFFSET]
     values = col if shape == SCALAR else items
-    item_valid = _view(values[VALID], values[VALID_BYTES])
-    item_offsets = _view(values[OFFSETS], values[OFFSETS_BYTES]).view(np.int32)
     data = _view(values[DATA], values[DATA_BYTES])
     longs = data[:data.size // 8 * 8].view(np.int64)
-    reals = longs.view(np.float64)
-    item_base = values[OFFSET]
+    _rows(shape, program[f, LEAF], program[f, NULL_BRANCH], program[f, ITEM_NULL_BRANCH],
+          col[OFFSET], _view(col[VALID], col[VALID_BYTES]),
+          _view(col[OFFSETS], col[OFFSETS_BYTES]).view(np.int32),
+          keys[OFFSET], _view(keys[OFFSETS], keys[OFFSETS_BYTES]).view(np.int32),
+          _view(keys[DATA], keys[DATA_BYTES]),
+          values[OFFSET], _view(values[VALID], values[VALID_BYTES]),
+          _view(values[OFFSETS], values[OFFSETS_BYTES]).view(np.int32), data, longs,
+          longs.view(np.float64), pos, ok, out, write, scratch, scratch_bytes)
+
+
+@njit(**_LOOP)
+def _rows(shape: int, kind: int, null_branch: int, item_null: int, base: int,
+          valid: np.ndarray, entries: np.ndarray, key_base: int, key_offsets: np.ndarray,
+          key_data: np.ndarray, item_base: int, item_valid: np.ndarray,
+          item_offsets: np.ndarray, data: np.ndarray, longs: np.ndarray, reals: np.ndarray,
+          pos: np.ndarray, ok: np.ndarray, out: np.ndarray, write: bool, scratch: np.ndarray,
+          scratch_bytes: np.ndarray) -> None:
+    """``_field``'s loop over rows, apart from it to run without reference counting
+    (``_field`` makes the views, which allocates)."""
     if shape == SCALAR:
         for r in range(pos.size):
             if ok[r]:
                 p = _value(kind, null_branch, item_valid, item_offsets, data, longs, reals,
-                           base + r, out, pos[r], write, scratch)
+                           base + r, out, pos[r], write, scratch, scratch_bytes)
                 if p < 0:
                     ok[r] = 0
                 else:
                     pos[r] = p
         return
-    entries = _view(col[OFFSETS], col[OFFSETS_BYTES]).view(np.int32)
-    key_offsets = _view(keys[OFFSETS], keys[OFFSETS_BYTES]).view(np.int32)
-    key_data = _view(keys[DATA], keys[DATA_BYTES])
-    no_valid = np.empty(0, np.uint8)
+    no_valid = item_valid[:0]  # map keys are strings, never null (Arrow)
     for r in range(pos.size):
         if not ok[r]:
             continue
@@ -162,11 +183,12 @@ def _field(program: np.ndarray, arrays: np.ndarray, f: int, pos: np.ndarray, ok:
         if end > start:  # one block: count, entries, then the 0 that ends every map/array
             p = _long(out, p, end - start, write)
             for e in range(start, end):
-                if shape == MAP:  # keys are strings, never null (Arrow)
-                    p = _value(STRING, NOT_A_UNION, no_valid, key_offsets, key_data, longs,
-                               reals, keys[OFFSET] + e, out, p, write, scratch)
+                if shape == MAP:
+                    p = _value(STRING, NOT_A_UNION, no_valid, key_offsets, key_data,
+                               longs, reals, key_base + e, out, p, write, scratch,
+                               scratch_bytes)
                 p = _value(kind, item_null, item_valid, item_offsets, data, longs, reals,
-                           item_base + e, out, p, write, scratch)
+                           item_base + e, out, p, write, scratch, scratch_bytes)
                 if p < 0:
                     break
             if p < 0:
@@ -183,10 +205,11 @@ def encode(program: np.ndarray, arrays: np.ndarray, n: int, header: np.ndarray
     """``header`` + the Avro body of each of ``n`` rows: (int32 offsets, data, ok)."""
     ok = np.ones(n, np.uint8)
     pos = np.full(n, header.size, np.int64)
-    scratch = np.zeros(1, np.float32)
+    scratch = np.zeros(1, np.float32)  # a float32's bytes, through scratch_bytes
+    scratch_bytes = scratch.view(np.uint8)
     nothing = np.empty(0, np.uint8)
     for f in range(program.shape[0]):  # sizes: the same walk, writing nothing
-        _field(program, arrays, f, pos, ok, nothing, False, scratch)
+        _field(program, arrays, f, pos, ok, nothing, False, scratch, scratch_bytes)
     offsets = np.zeros(n + 1, np.int32)
     total = 0
     for r in range(n):
@@ -201,5 +224,5 @@ def encode(program: np.ndarray, arrays: np.ndarray, n: int, header: np.ndarray
         if ok[r]:
             out[offsets[r]:pos[r]] = header
     for f in range(program.shape[0]):
-        _field(program, arrays, f, pos, ok, out, True, scratch)
+        _field(program, arrays, f, pos, ok, out, True, scratch, scratch_bytes)
     return offsets, out, ok
