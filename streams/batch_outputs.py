@@ -2,8 +2,8 @@
 
 The columnar counterpart of a compiled builder (``streams.field_plan``): it reads the
 same ``RecordLayout`` and makes each output column once for all rows of a batch.
-Pseudonyms are computed once per distinct (subject key, domain, value) with
-``pseudonym.pseudonymize`` (so ``forget_cache()`` still clears every derived value),
+Pseudonyms are hashed for a whole column in one native call (``hmac_kernel``, the same
+values as ``pseudonym.pseudonymize``; no cache, so nothing derived outlives a batch),
 generalizers run once per distinct value with the functions of ``streams.generalize``,
 except ``timestamp_hour``, whose arithmetic is exact in numpy. Map entries keep the
 builder's insertion order (always-present entries first), which Avro writes as is.
@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from streams.field_plan import FieldStep, RecordLayout
 from streams.generalize import HOUR_MS, METHODS
-from streams.pseudonym import pseudonymize
+from streams.hmac_kernel import DIGEST_HEX, pseudonyms
 
 __all__ = ["OutputContext", "SharedColumns", "UnbuildableRows", "build_table"]
 
@@ -45,7 +45,7 @@ class OutputContext:
 
     columns: Mapping[str, pa.Array]  # input field -> column over the whole batch
     key_index: np.ndarray  # per input row: index into ``keys``
-    keys: Sequence[bytes]  # distinct subject keys of the batch
+    pads: np.ndarray  # per distinct subject key of the batch: its HMAC pad states
     region: str
     version: str
 
@@ -57,21 +57,24 @@ def _per_distinct(values: pa.Array, func: Any) -> pa.Array:
     return pa.array(results, pa.string()).take(encoded.indices)
 
 
+def string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The bytes and int64 offsets (one more than rows) of a string or binary array."""
+    _, offsets, data = values.buffers()
+    ends = np.frombuffer(offsets, np.int32, len(values) + 1, values.offset * 4)
+    return (np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8),
+            ends.astype(np.int64))
+
+
 def _pseudonyms(values: pa.Array, key_index: np.ndarray, ctx: OutputContext, domain: str
                 ) -> pa.Array:
-    encoded = values.dictionary_encode()
-    codes = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    pairs = key_index.astype(np.int64) * max(len(encoded.dictionary), 1) + codes
-    pairs[~np.asarray(values.is_valid())] = -1
-    _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
-    strings, keys = encoded.dictionary.to_pylist(), ctx.keys
-    # Python ints, not numpy scalars: indexing numpy per value costs more than the lookup.
-    key_of, code_of = key_index[first].tolist(), codes[first].tolist()
-    results = [
-        None if pairs_first < 0 else pseudonymize(keys[k], domain, strings[c])
-        for pairs_first, k, c in zip(pairs[first].tolist(), key_of, code_of, strict=True)
-    ]
-    return pa.array(results, pa.string()).take(pa.array(inverse.reshape(-1)))
+    """Row i's pseudonym of ``values[i]`` under key ``key_index[i]``, in one native call;
+    nulls stay null."""
+    data, offsets = string_buffers(values)
+    hexes = pseudonyms(ctx.pads, key_index, domain.encode() + b"\x00", data, offsets)
+    n = len(values)
+    ends = pa.py_buffer(np.arange(0, (n + 1) * DIGEST_HEX, DIGEST_HEX, dtype=np.int32))
+    result = pa.Array.from_buffers(pa.string(), n, [None, ends, pa.py_buffer(hexes)])
+    return pc.if_else(values.is_valid(), result, None) if values.null_count else result
 
 
 def _generalized(values: pa.Array, method: str, rows: np.ndarray) -> pa.Array:
