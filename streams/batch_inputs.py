@@ -23,7 +23,7 @@ from streams.avro_columns import arrow_value_type
 from streams.consent import ADULT, AGE_16_17, UNDER_13, UNDER_16, SubjectState
 from streams.errors import PolicyError
 from streams.field_plan import SchemaPlan
-from streams.policy import Policy
+from streams.policy import SERVER_FLAGS, SUBJECT_FLAGS, Policy
 
 __all__ = ["CONVERSION_ERRORS", "BatchRows", "BatchStates", "PreparedSchema", "TableRecords",
            "as_records", "prepare", "server_switches", "to_arrow"]
@@ -117,59 +117,89 @@ class BatchRows:
         return column.to_pylist()
 
 
+# Columns of a state's row (``_state_row``).
+_NONE, _VERSION, _MANAGED, _BY_YEAR, _K13, _C16, _C18, _BAND, _FLAGS, _SERVERS = range(10)
+_SERVER_DEFAULTS = 10  # the jurisdiction's server switches, as bits
+_FLAG_BIT = {f: 1 << i for i, f in enumerate(SUBJECT_FLAGS)}
+_SERVER_BIT = {f: 1 << i for i, f in enumerate(SERVER_FLAGS)}
+_FAR = np.iinfo(np.int64).min
+
+
+def _state_row(state: SubjectState | None, policy: Policy) -> tuple[int, ...]:
+    """A subject state resolved against ``policy`` (``engine._resolve``) as numbers:
+    memoized on the state, so a batch pays one call per distinct state."""
+    if state is not None:
+        memo = state._batch_memo
+        if memo is not None and memo[0] is policy:
+            return memo[1]
+    defaults, version, flags = engine._resolve(state, policy)
+    bits = sum(bit for f, bit in _FLAG_BIT.items() if flags[f])
+    server_bits = sum(bit for f, bit in _SERVER_BIT.items() if getattr(defaults, f))
+    if state is None:
+        return (1, version, 0, 0, _FAR, _FAR, _FAR, -1, bits, 0, server_bits)
+    by_year = state._known_13_from is not None
+    k13, c16, c18 = ((state._known_13_from, state._certain_16_from, state._certain_18_from)
+                     if by_year else (_FAR, _FAR, _FAR))
+    row = (0, version, int(state.managed_profile), int(by_year), k13, c16, c18,
+           state.age_class(0), bits, int(bool(state.servers)), server_bits)
+    object.__setattr__(state, "_batch_memo", (policy, row))
+    return row  # type: ignore[return-value]
+
+
 class BatchStates:
-    """The distinct subject states of a batch, resolved once each against the policy."""
+    """The distinct subject states of a batch, each resolved once against the policy, as
+    one row of numbers per state (``_state_row``) spread over the batch's rows."""
 
     def __init__(self, states: Sequence[SubjectState | None], policy: Policy):
         ids = np.fromiter(map(id, states), np.uint64, len(states))
         _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
         self.row = inverse.reshape(-1)  # per row: index of its distinct state
         self.distinct = [states[i] for i in first.tolist()]
-        self.resolved = [engine._resolve(s, policy) for s in self.distinct]
+        self.policy = policy
+        table = np.array([_state_row(s, policy) for s in self.distinct], np.int64)
+        self.table = table.reshape(-1, 11)
+        self.none = self.table[:, _NONE].astype(bool)
+        self.version_index = self.table[:, _VERSION]
+        self.managed = self.table[:, _MANAGED].astype(bool)
+        self.with_servers = self.table[:, _SERVERS].astype(bool)
         self._flags: dict[str, np.ndarray] = {}
-        self.none = np.array([s is None for s in self.distinct])
-        self.version_index = np.array([r[1] for r in self.resolved], np.int64)
-        self.managed = np.array([s is not None and s.managed_profile for s in self.distinct])
-        far = np.iinfo(np.int64).min
-        self.by_birth_year = np.array([s is not None and s._known_13_from is not None
-                                       for s in self.distinct])
-        self.thresholds = np.array(
-            [(s._known_13_from, s._certain_16_from, s._certain_18_from)
-             if s is not None and s._known_13_from is not None else (far, far, far)
-             for s in self.distinct], np.int64).reshape(-1, 3)
-        # Without a birth year the class does not depend on the event time.
-        self.band = np.array([s.age_class(0) if s is not None else -1 for s in self.distinct])
 
     def flag(self, name: str) -> np.ndarray:
         """A resolved subject switch per row."""
         found = self._flags.get(name)
         if found is None:
-            per_state = np.fromiter((r[2][name] for r in self.resolved), bool, len(self.resolved))
+            per_state = (self.table[:, _FLAGS] & _FLAG_BIT[name]) != 0
             found = self._flags[name] = per_state[self.row]
         return found
 
     def age_class(self, event_time: np.ndarray) -> np.ndarray:
         """``SubjectState.age_class(event_time)`` per row (-1 where there is no state)."""
-        k13, c16, c18 = (self.thresholds[self.row, i] for i in range(3))
-        by_year = np.where(event_time < k13, UNDER_13, np.where(
-            event_time < c16, UNDER_16, np.where(event_time < c18, AGE_16_17, ADULT)))
-        return np.where(self.by_birth_year[self.row], by_year, self.band[self.row])
+        t = self.table[self.row]
+        by_year = np.where(event_time < t[:, _K13], UNDER_13, np.where(
+            event_time < t[:, _C16], UNDER_16, np.where(event_time < t[:, _C18], AGE_16_17,
+                                                       ADULT)))
+        return np.where(t[:, _BY_YEAR] != 0, by_year, t[:, _BAND])
 
 
 def server_switches(flag: str, rows: BatchRows, states: BatchStates, policy: Policy) -> np.ndarray:
-    """``engine._server_switch`` per row, computed once per distinct (state, server)."""
+    """``engine._server_switch`` per row: the jurisdiction's default where the subject set
+    no server switch, else computed once per distinct (state, server)."""
+    on = ((states.table[:, _SERVER_DEFAULTS] & _SERVER_BIT[flag]) != 0)[states.row]
+    own = np.flatnonzero(states.with_servers[states.row])
+    if not len(own):
+        return on
     servers = rows.strings("server_id")
-    index: dict[Any, int] = {}
-    codes = np.fromiter((index.setdefault(s, len(index)) for s in servers), np.int64, rows.n)
-    pairs = states.row.astype(np.int64) * max(len(index), 1) + codes
-    _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
-    values = []
-    for r in first.tolist():
-        s = states.row[r]
-        defaults = states.resolved[s][0]
-        record = {"server_id": servers[r]}
-        values.append(engine._server_switch(flag, states.distinct[s], defaults, record))
-    return np.array(values, bool)[inverse.reshape(-1)]
+    found: dict[tuple[int, Any], bool] = {}
+    for r in own.tolist():
+        s, server = int(states.row[r]), servers[r]
+        value = found.get((s, server))
+        if value is None:
+            state = states.distinct[s]
+            defaults = engine._resolve(state, policy)[0]
+            value = found[(s, server)] = engine._server_switch(flag, state, defaults,
+                                                               {"server_id": server})
+        on[r] = value
+    return on
 
 
 def as_records(table: pa.Table) -> list[dict[str, Any]]:
