@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -156,8 +157,8 @@ class BatchStates:
         self.row = inverse.reshape(-1)  # per row: index of its distinct state
         self.distinct = [states[i] for i in first.tolist()]
         self.policy = policy
-        table = np.array([_state_row(s, policy) for s in self.distinct], np.int64)
-        self.table = table.reshape(-1, 11)
+        rows = chain.from_iterable([_state_row(s, policy) for s in self.distinct])
+        self.table = np.fromiter(rows, np.int64, 11 * len(self.distinct)).reshape(-1, 11)
         self.none = self.table[:, _NONE].astype(bool)
         self.version_index = self.table[:, _VERSION]
         self.managed = self.table[:, _MANAGED].astype(bool)
@@ -174,11 +175,14 @@ class BatchStates:
 
     def age_class(self, event_time: np.ndarray) -> np.ndarray:
         """``SubjectState.age_class(event_time)`` per row (-1 where there is no state)."""
-        t = self.table[self.row]
-        by_year = np.where(event_time < t[:, _K13], UNDER_13, np.where(
-            event_time < t[:, _C16], UNDER_16, np.where(event_time < t[:, _C18], AGE_16_17,
-                                                       ADULT)))
-        return np.where(t[:, _BY_YEAR] != 0, by_year, t[:, _BAND])
+        ages = self.table[:, _BAND][self.row]
+        by_year = np.flatnonzero(self.table[self.row, _BY_YEAR])  # the class moves with time
+        if len(by_year):
+            state, t = self.row[by_year], event_time[by_year]
+            ages[by_year] = np.where(t < self.table[state, _K13], UNDER_13, np.where(
+                t < self.table[state, _C16], UNDER_16, np.where(
+                    t < self.table[state, _C18], AGE_16_17, ADULT)))
+        return ages
 
 
 def server_switches(flag: str, rows: BatchRows, states: BatchStates, policy: Policy) -> np.ndarray:
@@ -190,15 +194,17 @@ def server_switches(flag: str, rows: BatchRows, states: BatchStates, policy: Pol
         return on
     servers = rows.strings("server_id")
     found: dict[tuple[int, Any], bool] = {}
-    for r in own.tolist():
-        s, server = int(states.row[r]), servers[r]
+    state_of = states.row[own].tolist()
+    for r, s in zip(own.tolist(), state_of, strict=True):
+        server = servers[r]
         value = found.get((s, server))
         if value is None:
             state = states.distinct[s]
             defaults = engine._resolve(state, policy)[0]
             value = found[(s, server)] = engine._server_switch(flag, state, defaults,
                                                                {"server_id": server})
-        on[r] = value
+        if value != on[r]:
+            on[r] = value
     return on
 
 

@@ -156,12 +156,13 @@ def _map(entries: list[Entry], n: int, value_type: pa.DataType) -> pa.Array:
     flat = np.flatnonzero(present)  # row-major: a row's entries together, in entry order
     width = len(entries)
     np.cumsum(present.sum(axis=1), out=offsets[1:])
-    which, row = flat % width, flat // width
+    which = flat % width
     bases = np.cumsum([0] + [len(e[1]) for e in entries[:-1]])
-    positions = np.stack([e[2] for e in entries])  # entry x row
+    # Per (row, entry): where its value is in the concatenated values; flat indexes it.
+    where = np.stack([e[2] for e in entries], axis=1) + bases
     names = pa.array([e[0] for e in entries], pa.string())
     values = pa.concat_arrays([e[1].cast(value_type) for e in entries])
-    items = values.take(pa.array(bases[which] + positions[which, row]))
+    items = values.take(pa.array(where.ravel()[flat]))
     return pa.MapArray.from_arrays(offsets, names.take(pa.array(which)), items)
 
 

@@ -47,10 +47,11 @@ from streams.consent import SubjectHistory, SubjectState
 from streams.policy import Policy, default_policy
 from streams.traffic_model import TrafficConfig
 from streams.traffic_stream import TrafficStream
+from streams.worker import MAX_BATCH
 
 __all__ = ["build_workload", "main", "run"]
 
-BATCH = 5_000  # the worker's batch size
+BATCH = MAX_BATCH  # the worker's batches under load
 Work = list[tuple[str, dict[str, Any], SubjectState | None, bytes]]
 
 def build_workload(events: int, seed: int, subjects: int = 10_000) -> Work:

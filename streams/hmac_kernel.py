@@ -63,22 +63,28 @@ def _compress(state: np.ndarray, block: np.ndarray) -> None:
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _length(block: np.ndarray, counted: int) -> None:
+    """The message length in bits, big-endian, in the last 8 bytes of the final block."""
+    bits = counted * 8
+    for i in range(8):
+        block[BLOCK - 1 - i] = (bits >> (8 * i)) & 0xFF
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _fill(state: np.ndarray, block: np.ndarray, fill: int, src: np.ndarray, start: int,
           end: int) -> int:
     """Append ``src[start:end]`` to the partial ``block`` (``fill`` bytes in it), compressing
-    every block that fills up; the new fill."""
-    while start < end:
-        take = min(BLOCK - fill, end - start)
-        block[fill:fill + take] = src[start:start + take]
-        fill += take
-        start += take
+    every block that fills up; the new fill. (Index loops: numba's slices cost more here.)"""
+    for i in range(start, end):
+        block[fill] = src[i]
+        fill += 1
         if fill == BLOCK:
             _compress(state, block)
             fill = 0
     return fill
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _absorb(state: np.ndarray, prefix: np.ndarray, data: np.ndarray, start: int, end: int,
             counted: int, block: np.ndarray) -> None:
     """Hash ``prefix`` then ``data[start:end]`` into ``state`` and finish (pad, length);
@@ -88,13 +94,13 @@ def _absorb(state: np.ndarray, prefix: np.ndarray, data: np.ndarray, start: int,
     block[fill] = 0x80
     fill += 1
     if fill > BLOCK - 8:
-        block[fill:] = 0
+        for i in range(fill, BLOCK):
+            block[i] = 0
         _compress(state, block)
         fill = 0
-    block[fill:BLOCK - 8] = 0
-    bits = np.uint64(counted + len(prefix) + end - start) * np.uint64(8)
-    for i in range(8):
-        block[BLOCK - 1 - i] = np.uint8((bits >> np.uint64(8 * i)) & np.uint64(0xFF))
+    for i in range(fill, BLOCK - 8):
+        block[i] = 0
+    _length(block, counted + len(prefix) + end - start)
     _compress(state, block)
 
 
@@ -133,20 +139,44 @@ def _pads(keys: np.ndarray, key_offsets: np.ndarray, h0: np.ndarray) -> np.ndarr
 @njit(cache=True, nogil=True)
 def _pseudonyms(pads: np.ndarray, key_of: np.ndarray, prefix: np.ndarray, data: np.ndarray,
                 offsets: np.ndarray, hexdigits: np.ndarray) -> np.ndarray:
-    n = len(key_of)
+    n, p = len(key_of), len(prefix)
     out = np.empty(n * DIGEST_HEX, np.uint8)
-    block, state = np.empty(BLOCK, np.uint8), np.empty(8, np.uint32)
-    inner, none = np.empty(32, np.uint8), np.empty(0, np.uint8)
+    state, scratch = np.empty(8, np.uint32), np.empty(BLOCK, np.uint8)
+    # Most messages fit one block: the prefix stays in place and each row writes its value,
+    # the end mark and the length (clearing what a longer value before it left). The
+    # outer message is always one block: the inner digest, then fixed padding.
+    inner, outer = np.zeros(BLOCK, np.uint8), np.zeros(BLOCK, np.uint8)
+    if p < BLOCK - 8:
+        inner[:p] = prefix
+    dirty = p
+    outer[32] = 0x80
+    _length(outer, BLOCK + 32)
     for r in range(n):
-        state[:] = pads[key_of[r], 0]
-        _absorb(state, prefix, data, offsets[r], offsets[r + 1], BLOCK, block)
-        _digest(state, inner)
-        state[:] = pads[key_of[r], 1]
-        _absorb(state, inner, none, 0, 0, BLOCK, block)
-        _digest(state, inner)
-        for i in range(16):  # the first 16 bytes of the MAC, two hex digits each
-            out[r * DIGEST_HEX + 2 * i] = hexdigits[inner[i] >> 4]
-            out[r * DIGEST_HEX + 2 * i + 1] = hexdigits[inner[i] & 0xF]
+        k, start, end = key_of[r], offsets[r], offsets[r + 1]
+        for i in range(8):
+            state[i] = pads[k, 0, i]
+        size = p + end - start
+        if size < BLOCK - 8:
+            for i in range(start, end):
+                inner[p + i - start] = data[i]
+            inner[size] = 0x80
+            for i in range(size + 1, dirty):
+                inner[i] = 0
+            dirty = size + 1
+            _length(inner, BLOCK + size)
+            _compress(state, inner)
+        else:
+            _absorb(state, prefix, data, start, end, BLOCK, scratch)
+        _digest(state, outer)
+        for i in range(8):
+            state[i] = pads[k, 1, i]
+        _compress(state, outer)
+        for i in range(4):  # the first 16 bytes of the MAC, two hex digits each
+            for b in range(4):
+                byte = (state[i] >> np.uint32(24 - 8 * b)) & 0xFF
+                at = r * DIGEST_HEX + 8 * i + 2 * b
+                out[at] = hexdigits[byte >> 4]
+                out[at + 1] = hexdigits[byte & 0xF]
     return out
 
 

@@ -24,10 +24,12 @@ def _native(keys: list[bytes], key_of: list[int], domain: str, values: list[str]
 
 def test_every_block_boundary_and_key_length() -> None:
     """Messages of 0-200 bytes cross the one-block limit (55 bytes with padding) and the
-    two-block one; keys of 16-130 bytes include keys longer than a block (hashed first)."""
+    two-block one, in rising then falling length (a short value after a long one in the
+    reused block); keys of 16-130 bytes include keys longer than a block (hashed first)."""
     keys = [bytes(range(n)) for n in (16, 32, 63, 64, 65, 130)]
     domain = "analytics:subject_pseudonym"
-    values = ["v" * n for n in range(0, 201)] + ["é" * 40, "ü✓" * 70, "\x00inner nul"]
+    rising = ["v" * n for n in range(0, 201)] + ["é" * 40, "ü✓" * 70, "\x00inner nul"]
+    values = rising + rising[::-1]
     for k in range(len(keys)):
         expected = [pseudonymize(keys[k], domain, v) for v in values]
         assert _native(keys, [k] * len(values), domain, values) == expected
