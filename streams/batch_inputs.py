@@ -192,19 +192,20 @@ def server_switches(flag: str, rows: BatchRows, states: BatchStates, policy: Pol
     own = np.flatnonzero(states.with_servers[states.row])
     if not len(own):
         return on
-    servers = rows.strings("server_id")
-    found: dict[tuple[int, Any], bool] = {}
-    state_of = states.row[own].tolist()
-    for r, s in zip(own.tolist(), state_of, strict=True):
-        server = servers[r]
-        value = found.get((s, server))
-        if value is None:
-            state = states.distinct[s]
-            defaults = engine._resolve(state, policy)[0]
-            value = found[(s, server)] = engine._server_switch(flag, state, defaults,
-                                                               {"server_id": server})
-        if value != on[r]:
-            on[r] = value
+    # Once per distinct (state, server) of those rows.
+    column = rows.columns.get("server_id")
+    servers = (column.take(own) if column is not None else
+               pa.array([rows.records[r].get("server_id") for r in own.tolist()], pa.string()))
+    codes = servers.dictionary_encode()
+    server_code = codes.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    pairs = states.row[own].astype(np.int64) * (len(codes.dictionary) + 1) + server_code + 1
+    _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+    values = []
+    for r, server in zip(first.tolist(), servers.take(first).to_pylist(), strict=True):
+        state = states.distinct[states.row[own[r]]]
+        defaults = engine._resolve(state, policy)[0]
+        values.append(engine._server_switch(flag, state, defaults, {"server_id": server}))
+    on[own] = np.array(values, bool)[inverse.reshape(-1)]
     return on
 
 

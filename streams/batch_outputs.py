@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from streams.field_plan import FieldStep, RecordLayout
 from streams.generalize import HOUR_MS, METHODS
 from streams.hmac_kernel import DIGEST_HEX, pseudonyms
+from streams.map_kernel import string_map
 
 __all__ = ["OutputContext", "SharedColumns", "UnbuildableRows", "build_table"]
 
@@ -77,11 +78,44 @@ def _pseudonyms(values: pa.Array, key_index: np.ndarray, ctx: OutputContext, dom
     return pc.if_else(values.is_valid(), result, None) if values.null_count else result
 
 
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+# A dotted IPv4 address in canonical form (no leading zeros): its /24 is a rewrite of the
+# text, exactly what ``ip_prefix`` returns for it; any other value takes ``ip_prefix``.
+_CANONICAL_IPV4 = rf"^({_OCTET}\.{_OCTET}\.{_OCTET})\.{_OCTET}$"
+
+
 def _generalized(values: pa.Array, method: str, rows: np.ndarray) -> pa.Array:
     if method == "timestamp_hour":  # numpy's % on int64 has Python's sign rule, as the function
         v = values.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
         return pa.array(v - v % HOUR_MS, pa.int64(), mask=~np.asarray(values.is_valid()))
-    func = METHODS[method][0]
+    if method == "ip_prefix":
+        exact = pc.match_substring_regex(values, _CANONICAL_IPV4)
+        return _vectorized(values, exact, pc.replace_substring_regex(
+            values, _CANONICAL_IPV4, r"\1.0/24"), method, rows)
+    if method == "postal_region":  # ASCII: isalnum is [A-Za-z0-9], upper() is ASCII's
+        chars = pc.ascii_upper(pc.replace_substring_regex(values, "[^A-Za-z0-9]", ""))
+        region = pc.if_else(pc.greater_equal(pc.binary_length(chars), 3),
+                            pc.utf8_slice_codeunits(chars, 0, 3), pa.scalar(None, pa.string()))
+        return _vectorized(values, pc.string_is_ascii(values), region, method, rows)
+    return _per_value(values, METHODS[method][0], rows)
+
+
+def _vectorized(values: pa.Array, exact: pa.Array, results: pa.Array, method: str,
+                rows: np.ndarray) -> pa.Array:
+    """``results`` where ``exact`` holds (a kernel's answer there is the function's), the
+    function once per distinct value elsewhere; nulls stay null."""
+    exact = exact.fill_null(True)  # a null value's result is null either way
+    if not exact.false_count:
+        return results
+    other = np.flatnonzero(~np.asarray(exact))
+    found = _per_value(values.take(other), METHODS[method][0], rows[other])
+    where = np.arange(len(values))
+    where[other] = len(values) + np.arange(len(other))
+    return pa.concat_arrays([results, found]).take(pa.array(where))
+
+
+def _per_value(values: pa.Array, func: Any, rows: np.ndarray) -> pa.Array:
+    """``func`` once per distinct value of ``values`` (input ``rows``); nulls stay null."""
     encoded = values.dictionary_encode()
     results = []
     for i, v in enumerate(encoded.dictionary.to_pylist()):
@@ -153,17 +187,18 @@ def _map(entries: list[Entry], n: int, value_type: pa.DataType) -> pa.Array:
         return pa.MapArray.from_arrays(offsets, pa.array([], pa.string()),
                                        pa.array([], value_type))
     present = np.stack([e[3] for e in entries], axis=1)
+    # Per (row, entry): where its value is in the entry's column.
+    positions = np.stack([e[2] for e in entries], axis=1)
+    columns = [e[1].cast(value_type) for e in entries]
+    if pa.types.is_string(value_type):
+        return string_map([e[0] for e in entries], columns, positions, present)
     flat = np.flatnonzero(present)  # row-major: a row's entries together, in entry order
     width = len(entries)
     np.cumsum(present.sum(axis=1), out=offsets[1:])
-    which = flat % width
-    bases = np.cumsum([0] + [len(e[1]) for e in entries[:-1]])
-    # Per (row, entry): where its value is in the concatenated values; flat indexes it.
-    where = np.stack([e[2] for e in entries], axis=1) + bases
+    bases = np.cumsum([0] + [len(c) for c in columns[:-1]])
     names = pa.array([e[0] for e in entries], pa.string())
-    values = pa.concat_arrays([e[1].cast(value_type) for e in entries])
-    items = values.take(pa.array(where.ravel()[flat]))
-    return pa.MapArray.from_arrays(offsets, names.take(pa.array(which)), items)
+    items = pa.concat_arrays(columns).take(pa.array((positions + bases).ravel()[flat]))
+    return pa.MapArray.from_arrays(offsets, names.take(pa.array(flat % width)), items)
 
 
 @dataclass(frozen=True, slots=True)
