@@ -25,7 +25,6 @@ import pyarrow.compute as pc
 from streams.field_plan import FieldStep, RecordLayout
 from streams.generalize import HOUR_MS, METHODS
 from streams.hmac_kernel import DIGEST_HEX, pseudonyms
-from streams.map_kernel import string_map
 
 __all__ = ["OutputContext", "SharedColumns", "UnbuildableRows", "build_table"]
 
@@ -187,17 +186,15 @@ def _map(entries: list[Entry], n: int, value_type: pa.DataType) -> pa.Array:
         return pa.MapArray.from_arrays(offsets, pa.array([], pa.string()),
                                        pa.array([], value_type))
     present = np.stack([e[3] for e in entries], axis=1)
-    # Per (row, entry): where its value is in the entry's column.
-    positions = np.stack([e[2] for e in entries], axis=1)
-    columns = [e[1].cast(value_type) for e in entries]
-    if pa.types.is_string(value_type):
-        return string_map([e[0] for e in entries], columns, positions, present)
     flat = np.flatnonzero(present)  # row-major: a row's entries together, in entry order
     width = len(entries)
     np.cumsum(present.sum(axis=1), out=offsets[1:])
+    columns = [e[1].cast(value_type) for e in entries]
     bases = np.cumsum([0] + [len(c) for c in columns[:-1]])
+    # Per (row, entry): where its value is in the concatenated columns; flat indexes it.
+    where = np.stack([e[2] for e in entries], axis=1) + bases
     names = pa.array([e[0] for e in entries], pa.string())
-    items = pa.concat_arrays(columns).take(pa.array((positions + bases).ravel()[flat]))
+    items = pa.concat_arrays(columns).take(pa.array(where.ravel()[flat]))
     return pa.MapArray.from_arrays(offsets, names.take(pa.array(flat % width)), items)
 
 
