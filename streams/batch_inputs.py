@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -127,12 +126,7 @@ _FAR = np.iinfo(np.int64).min
 
 
 def _state_row(state: SubjectState | None, policy: Policy) -> tuple[int, ...]:
-    """A subject state resolved against ``policy`` (``engine._resolve``) as numbers:
-    memoized on the state, so a batch pays one call per distinct state."""
-    if state is not None:
-        memo = state._batch_memo
-        if memo is not None and memo[0] is policy:
-            return memo[1]
+    """A subject state resolved against ``policy`` (``engine._resolve``) as numbers."""
     defaults, version, flags = engine._resolve(state, policy)
     bits = sum(bit for f, bit in _FLAG_BIT.items() if flags[f])
     server_bits = sum(bit for f, bit in _SERVER_BIT.items() if getattr(defaults, f))
@@ -141,10 +135,57 @@ def _state_row(state: SubjectState | None, policy: Policy) -> tuple[int, ...]:
     by_year = state._known_13_from is not None
     k13, c16, c18 = ((state._known_13_from, state._certain_16_from, state._certain_18_from)
                      if by_year else (_FAR, _FAR, _FAR))
-    row = (0, version, int(state.managed_profile), int(by_year), k13, c16, c18,
-           state.age_class(0), bits, int(bool(state.servers)), server_bits)
-    object.__setattr__(state, "_batch_memo", (policy, row))
-    return row  # type: ignore[return-value]
+    return (0, version, int(state.managed_profile), int(by_year), k13, c16, c18,
+            state.age_class(0), bits, int(bool(state.servers)), server_bits)  # type: ignore
+
+
+class _StateRows:
+    """Every state's row (``_state_row``) under one policy, in one array: a state keeps its
+    slot as an int memo (generation << 32 | slot), so a batch finds the rows of the states
+    it has seen before without a Python call each. Bounded: when the array is full a new
+    generation starts and every memo is stale (recomputed on next sight)."""
+
+    CAPACITY = 1 << 18
+
+    def __init__(self) -> None:
+        self.policy: Policy | None = None
+        self.generation = 0
+        self.used = 0
+        self.rows = np.empty((0, 11), np.int64)
+        self.none_slot = -1
+
+    def _restart(self, policy: Policy, room: int = 0) -> None:
+        self.policy, self.generation, self.used, self.none_slot = policy, self.generation + 1, 0, -1
+        if len(self.rows) < max(self.CAPACITY, room):
+            self.rows = np.empty((max(self.CAPACITY, room), 11), np.int64)
+
+    def slots(self, distinct: list[SubjectState | None], policy: Policy) -> np.ndarray:
+        """The slot of each state's row (resolving the states not seen before)."""
+        if policy is not self.policy:
+            self._restart(policy)
+        codes = np.fromiter((-1 if s is None or s._batch_memo is None else s._batch_memo
+                             for s in distinct), np.int64, len(distinct))
+        stale = np.flatnonzero((codes >> 32) != self.generation)
+        if len(stale) and self.used + len(stale) + 1 > len(self.rows):
+            self._restart(policy, len(distinct) + 1)
+            stale = np.arange(len(distinct))
+        for i in stale.tolist():
+            state = distinct[i]
+            if state is None and self.none_slot >= 0:
+                codes[i] = self.none_slot
+                continue
+            slot = self.used
+            self.rows[slot] = _state_row(state, policy)
+            self.used += 1
+            codes[i] = (self.generation << 32) | slot
+            if state is None:
+                self.none_slot = codes[i]
+            else:
+                object.__setattr__(state, "_batch_memo", int(codes[i]))
+        return codes & 0xFFFFFFFF
+
+
+_state_rows = _StateRows()
 
 
 class BatchStates:
@@ -156,9 +197,8 @@ class BatchStates:
         _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
         self.row = inverse.reshape(-1)  # per row: index of its distinct state
         self.distinct = [states[i] for i in first.tolist()]
-        self.policy = policy
-        rows = chain.from_iterable([_state_row(s, policy) for s in self.distinct])
-        self.table = np.fromiter(rows, np.int64, 11 * len(self.distinct)).reshape(-1, 11)
+        slots = _state_rows.slots(self.distinct, policy)
+        self.table = _state_rows.rows[slots]
         self.none = self.table[:, _NONE].astype(bool)
         self.version_index = self.table[:, _VERSION]
         self.managed = self.table[:, _MANAGED].astype(bool)

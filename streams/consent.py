@@ -82,8 +82,8 @@ class SubjectState:
     _certain_16_from: int | None = field(default=None, repr=False, compare=False)
     _certain_18_from: int | None = field(default=None, repr=False, compare=False)
     # The engine's memo of this state resolved against one policy (defaults applied), and
-    # the batch engine's (the same as one row of numbers); invisible to equality and repr,
-    # recomputed for another policy object.
+    # the batch engine's (where its row of numbers is: ``batch_inputs._StateRows``);
+    # invisible to equality and repr, recomputed for another policy object.
     _memo: Any = field(default=None, repr=False, compare=False)
     _batch_memo: Any = field(default=None, repr=False, compare=False)
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams import consent, engine, pseudonym
+from streams import batch_inputs, consent, engine, pseudonym
 from streams.arrow_avro import encode_bodies
 from streams.batch_engine import DELETE_SUBJECT, ROUTED, decide_batch, decide_table
 from streams.bench_policy import build_workload
@@ -131,6 +131,25 @@ def test_traffic_model_workload_equals_row_engine_for_every_reachable_variant() 
             check_same_from_arrow(schema, records, states, keys)
     assert reachable() - covered <= {v for v in reachable() if v[2] & 2}  # limited: below
     assert any(v[2] == 1 for v in covered)  # C17 personal content
+
+
+def test_state_rows_stay_right_across_registry_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch engine's resolved-state rows live in a bounded array, each state memoizing
+    its slot: when the array fills, a new generation starts and every memo goes stale. With
+    a small array that restarts between batches, decisions still equal the row engine's."""
+    registry = batch_inputs._StateRows()
+    monkeypatch.setattr(batch_inputs._StateRows, "CAPACITY", 700)
+    monkeypatch.setattr(batch_inputs, "_state_rows", registry)
+    work = build_workload(12_000, seed=7, subjects=1_500)
+    for _ in range(2):  # the second pass finds memos of older generations
+        for start in range(0, len(work), 3_000):
+            by_schema: dict[str, list[Any]] = defaultdict(list)
+            for schema, record, state, key in work[start:start + 3_000]:
+                by_schema[schema].append((record, state, key))
+            for schema, items in by_schema.items():
+                records, states, keys = (list(x) for x in zip(*items, strict=True))
+                check_batch(schema, records, states, keys)
+    assert registry.generation > 2
 
 
 def _state(**overrides: Any) -> SubjectState:
