@@ -153,9 +153,11 @@ class _StateRows:
         self.used = 0
         self.rows = np.empty((0, 11), np.int64)
         self.none_slot = -1
+        self._servers: dict[tuple[int, str | None], int] = {}  # (slot, server) -> bits
 
     def _restart(self, policy: Policy, room: int = 0) -> None:
         self.policy, self.generation, self.used, self.none_slot = policy, self.generation + 1, 0, -1
+        self._servers.clear()
         if len(self.rows) < max(self.CAPACITY, room):
             self.rows = np.empty((max(self.CAPACITY, room), 11), np.int64)
 
@@ -184,6 +186,17 @@ class _StateRows:
                 object.__setattr__(state, "_batch_memo", int(codes[i]))
         return codes & 0xFFFFFFFF
 
+    def server_bits(self, states: list[SubjectState], slots: list[int],
+                    servers: list[str | None], policy: Policy) -> list[int]:
+        """The server switches (bits) of each (state, server), memoized by slot."""
+        found = []
+        for state, slot, server in zip(states, slots, servers, strict=True):
+            bits = self._servers.get((slot, server))
+            if bits is None:
+                bits = self._servers[(slot, server)] = _server_bits(state, server, policy)
+            found.append(bits)
+        return found
+
 
 _state_rows = _StateRows()
 
@@ -197,13 +210,14 @@ class BatchStates:
         _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
         self.row = inverse.reshape(-1)  # per row: index of its distinct state
         self.distinct = [states[i] for i in first.tolist()]
-        slots = _state_rows.slots(self.distinct, policy)
-        self.table = _state_rows.rows[slots]
+        self.slots = _state_rows.slots(self.distinct, policy)
+        self.table = _state_rows.rows[self.slots]
         self.none = self.table[:, _NONE].astype(bool)
         self.version_index = self.table[:, _VERSION]
         self.managed = self.table[:, _MANAGED].astype(bool)
         self.with_servers = self.table[:, _SERVERS].astype(bool)
         self._flags: dict[str, np.ndarray] = {}
+        self._server_bits: np.ndarray | None = None
 
     def flag(self, name: str) -> np.ndarray:
         """A resolved subject switch per row."""
@@ -212,6 +226,31 @@ class BatchStates:
             per_state = (self.table[:, _FLAGS] & _FLAG_BIT[name]) != 0
             found = self._flags[name] = per_state[self.row]
         return found
+
+    def server_bits(self, rows: BatchRows, policy: Policy) -> np.ndarray:
+        """Per row its server switches as bits (``_SERVER_BIT``): the jurisdiction's
+        defaults where the subject set no server switch, else resolved once per distinct
+        (state, server)."""
+        if self._server_bits is not None:
+            return self._server_bits
+        bits = self.table[:, _SERVER_DEFAULTS][self.row]
+        own = np.flatnonzero(self.with_servers[self.row])
+        if len(own):
+            column = rows.columns.get("server_id")
+            servers = (column.take(own) if column is not None else pa.array(
+                [rows.records[r].get("server_id") for r in own.tolist()], pa.string()))
+            codes = servers.dictionary_encode()
+            server_code = codes.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+            pairs = (self.row[own].astype(np.int64) * (len(codes.dictionary) + 1)
+                     + server_code.astype(np.int64) + 1)
+            _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+            found = _state_rows.server_bits(
+                [self.distinct[s] for s in self.row[own[first]].tolist()],
+                self.slots[self.row[own[first]]].tolist(), servers.take(first).to_pylist(),
+                policy)
+            bits[own] = np.array(found, np.int64)[inverse.reshape(-1)]
+        self._server_bits = bits
+        return bits
 
     def age_class(self, event_time: np.ndarray) -> np.ndarray:
         """``SubjectState.age_class(event_time)`` per row (-1 where there is no state)."""
@@ -226,27 +265,16 @@ class BatchStates:
 
 
 def server_switches(flag: str, rows: BatchRows, states: BatchStates, policy: Policy) -> np.ndarray:
-    """``engine._server_switch`` per row: the jurisdiction's default where the subject set
-    no server switch, else computed once per distinct (state, server)."""
-    on = ((states.table[:, _SERVER_DEFAULTS] & _SERVER_BIT[flag]) != 0)[states.row]
-    own = np.flatnonzero(states.with_servers[states.row])
-    if not len(own):
-        return on
-    # Once per distinct (state, server) of those rows.
-    column = rows.columns.get("server_id")
-    servers = (column.take(own) if column is not None else
-               pa.array([rows.records[r].get("server_id") for r in own.tolist()], pa.string()))
-    codes = servers.dictionary_encode()
-    server_code = codes.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    pairs = states.row[own].astype(np.int64) * (len(codes.dictionary) + 1) + server_code + 1
-    _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
-    values = []
-    for r, server in zip(first.tolist(), servers.take(first).to_pylist(), strict=True):
-        state = states.distinct[states.row[own[r]]]
-        defaults = engine._resolve(state, policy)[0]
-        values.append(engine._server_switch(flag, state, defaults, {"server_id": server}))
-    on[own] = np.array(values, bool)[inverse.reshape(-1)]
-    return on
+    """``engine._server_switch`` per row (every server switch of a batch is resolved at the
+    first call, then read from ``BatchStates.server_bits``)."""
+    return (states.server_bits(rows, policy) & _SERVER_BIT[flag]) != 0
+
+
+def _server_bits(state: SubjectState, server: str | None, policy: Policy) -> int:
+    defaults = engine._resolve(state, policy)[0]
+    record = {"server_id": server}
+    return sum(bit for f, bit in _SERVER_BIT.items()
+               if engine._server_switch(f, state, defaults, record))
 
 
 def as_records(table: pa.Table) -> list[dict[str, Any]]:
