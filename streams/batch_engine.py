@@ -41,10 +41,17 @@ from streams.batch_inputs import (
     server_switches,
     to_arrow,
 )
-from streams.batch_outputs import OutputContext, SharedColumns, UnbuildableRows, build_table
+from streams.batch_outputs import (
+    OutputContext,
+    SharedColumns,
+    UnbuildableRows,
+    build_table,
+    string_buffers,
+)
 from streams.consent import AGE_16_17, UNDER_13, SubjectState
 from streams.decisions import DeleteSubject, Dropped, Routed
 from streams.errors import SerializationError
+from streams.hmac_kernel import pad_states
 from streams.policy import Policy
 from streams.pseudonym import MIN_KEY_BYTES
 
@@ -138,15 +145,17 @@ def _decide_columns(prep: PreparedSchema, columns: dict[str, pa.Array], irregula
                     records: Sequence[Mapping[str, Any]], states: Sequence[SubjectState | None],
                     keys: Sequence[bytes], policy: Policy) -> BatchOutcome:
     encoded_keys = pa.array(keys, pa.binary()).dictionary_encode()
-    short = np.asarray(pc.less(pc.binary_length(encoded_keys.dictionary), MIN_KEY_BYTES))
+    distinct_keys = encoded_keys.dictionary
+    short = np.asarray(pc.less(pc.binary_length(distinct_keys), MIN_KEY_BYTES))
     key_index = encoded_keys.indices.to_numpy(zero_copy_only=False)
     irregular |= short[key_index]
     rows, subject_states = BatchRows(records, columns), BatchStates(states, policy)
+    pads = pad_states(*string_buffers(distinct_keys))
     while True:
         try:
             return _decide(prep, rows, subject_states, records, states, keys, policy, irregular,
-                           OutputContext(columns, key_index, encoded_keys.dictionary.to_pylist(),
-                                         policy.processing_region, policy.version))
+                           OutputContext(columns, key_index, pads, policy.processing_region,
+                                         policy.version))
         except UnbuildableRows as exc:  # rare: a generalizer raised; the row engine decides
             irregular = irregular.copy()
             irregular[exc.rows] = True

@@ -23,7 +23,7 @@ from streams.avro_columns import arrow_value_type
 from streams.consent import ADULT, AGE_16_17, UNDER_13, UNDER_16, SubjectState
 from streams.errors import PolicyError
 from streams.field_plan import SchemaPlan
-from streams.policy import Policy
+from streams.policy import SERVER_FLAGS, SUBJECT_FLAGS, Policy
 
 __all__ = ["CONVERSION_ERRORS", "BatchRows", "BatchStates", "PreparedSchema", "TableRecords",
            "as_records", "prepare", "server_switches", "to_arrow"]
@@ -117,59 +117,164 @@ class BatchRows:
         return column.to_pylist()
 
 
+# Columns of a state's row (``_state_row``).
+_NONE, _VERSION, _MANAGED, _BY_YEAR, _K13, _C16, _C18, _BAND, _FLAGS, _SERVERS = range(10)
+_SERVER_DEFAULTS = 10  # the jurisdiction's server switches, as bits
+_FLAG_BIT = {f: 1 << i for i, f in enumerate(SUBJECT_FLAGS)}
+_SERVER_BIT = {f: 1 << i for i, f in enumerate(SERVER_FLAGS)}
+_FAR = np.iinfo(np.int64).min
+
+
+def _state_row(state: SubjectState | None, policy: Policy) -> tuple[int, ...]:
+    """A subject state resolved against ``policy`` (``engine._resolve``) as numbers."""
+    defaults, version, flags = engine._resolve(state, policy)
+    bits = sum(bit for f, bit in _FLAG_BIT.items() if flags[f])
+    server_bits = sum(bit for f, bit in _SERVER_BIT.items() if getattr(defaults, f))
+    if state is None:
+        return (1, version, 0, 0, _FAR, _FAR, _FAR, -1, bits, 0, server_bits)
+    by_year = state._known_13_from is not None
+    k13, c16, c18 = ((state._known_13_from, state._certain_16_from, state._certain_18_from)
+                     if by_year else (_FAR, _FAR, _FAR))
+    return (0, version, int(state.managed_profile), int(by_year), k13, c16, c18,
+            state.age_class(0), bits, int(bool(state.servers)), server_bits)  # type: ignore
+
+
+class _StateRows:
+    """Every state's row (``_state_row``) under one policy, in one array: a state keeps its
+    slot as an int memo (generation << 32 | slot), so a batch finds the rows of the states
+    it has seen before without a Python call each. Bounded: when the array is full a new
+    generation starts and every memo is stale (recomputed on next sight)."""
+
+    CAPACITY = 1 << 18
+
+    def __init__(self) -> None:
+        self.policy: Policy | None = None
+        self.generation = 0
+        self.used = 0
+        self.rows = np.empty((0, 11), np.int64)
+        self.none_slot = -1
+        self._servers: dict[tuple[int, str | None], int] = {}  # (slot, server) -> bits
+
+    def _restart(self, policy: Policy, room: int = 0) -> None:
+        self.policy, self.generation, self.used, self.none_slot = policy, self.generation + 1, 0, -1
+        self._servers.clear()
+        if len(self.rows) < max(self.CAPACITY, room):
+            self.rows = np.empty((max(self.CAPACITY, room), 11), np.int64)
+
+    def slots(self, distinct: list[SubjectState | None], policy: Policy) -> np.ndarray:
+        """The slot of each state's row (resolving the states not seen before)."""
+        if policy is not self.policy:
+            self._restart(policy)
+        codes = np.fromiter((-1 if s is None or s._batch_memo is None else s._batch_memo
+                             for s in distinct), np.int64, len(distinct))
+        stale = np.flatnonzero((codes >> 32) != self.generation)
+        if len(stale) and self.used + len(stale) + 1 > len(self.rows):
+            self._restart(policy, len(distinct) + 1)
+            stale = np.arange(len(distinct))
+        for i in stale.tolist():
+            state = distinct[i]
+            if state is None and self.none_slot >= 0:
+                codes[i] = self.none_slot
+                continue
+            slot = self.used
+            self.rows[slot] = _state_row(state, policy)
+            self.used += 1
+            codes[i] = (self.generation << 32) | slot
+            if state is None:
+                self.none_slot = codes[i]
+            else:
+                object.__setattr__(state, "_batch_memo", int(codes[i]))
+        return codes & 0xFFFFFFFF
+
+    def server_bits(self, states: list[SubjectState], slots: list[int],
+                    servers: list[str | None], policy: Policy) -> list[int]:
+        """The server switches (bits) of each (state, server), memoized by slot."""
+        found = []
+        for state, slot, server in zip(states, slots, servers, strict=True):
+            bits = self._servers.get((slot, server))
+            if bits is None:
+                bits = self._servers[(slot, server)] = _server_bits(state, server, policy)
+            found.append(bits)
+        return found
+
+
+_state_rows = _StateRows()
+
+
 class BatchStates:
-    """The distinct subject states of a batch, resolved once each against the policy."""
+    """The distinct subject states of a batch, each resolved once against the policy, as
+    one row of numbers per state (``_state_row``) spread over the batch's rows."""
 
     def __init__(self, states: Sequence[SubjectState | None], policy: Policy):
         ids = np.fromiter(map(id, states), np.uint64, len(states))
         _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
         self.row = inverse.reshape(-1)  # per row: index of its distinct state
         self.distinct = [states[i] for i in first.tolist()]
-        self.resolved = [engine._resolve(s, policy) for s in self.distinct]
+        self.slots = _state_rows.slots(self.distinct, policy)
+        self.table = _state_rows.rows[self.slots]
+        self.none = self.table[:, _NONE].astype(bool)
+        self.version_index = self.table[:, _VERSION]
+        self.managed = self.table[:, _MANAGED].astype(bool)
+        self.with_servers = self.table[:, _SERVERS].astype(bool)
         self._flags: dict[str, np.ndarray] = {}
-        self.none = np.array([s is None for s in self.distinct])
-        self.version_index = np.array([r[1] for r in self.resolved], np.int64)
-        self.managed = np.array([s is not None and s.managed_profile for s in self.distinct])
-        far = np.iinfo(np.int64).min
-        self.by_birth_year = np.array([s is not None and s._known_13_from is not None
-                                       for s in self.distinct])
-        self.thresholds = np.array(
-            [(s._known_13_from, s._certain_16_from, s._certain_18_from)
-             if s is not None and s._known_13_from is not None else (far, far, far)
-             for s in self.distinct], np.int64).reshape(-1, 3)
-        # Without a birth year the class does not depend on the event time.
-        self.band = np.array([s.age_class(0) if s is not None else -1 for s in self.distinct])
+        self._server_bits: np.ndarray | None = None
 
     def flag(self, name: str) -> np.ndarray:
         """A resolved subject switch per row."""
         found = self._flags.get(name)
         if found is None:
-            per_state = np.fromiter((r[2][name] for r in self.resolved), bool, len(self.resolved))
+            per_state = (self.table[:, _FLAGS] & _FLAG_BIT[name]) != 0
             found = self._flags[name] = per_state[self.row]
         return found
 
+    def server_bits(self, rows: BatchRows, policy: Policy) -> np.ndarray:
+        """Per row its server switches as bits (``_SERVER_BIT``): the jurisdiction's
+        defaults where the subject set no server switch, else resolved once per distinct
+        (state, server)."""
+        if self._server_bits is not None:
+            return self._server_bits
+        bits = self.table[:, _SERVER_DEFAULTS][self.row]
+        own = np.flatnonzero(self.with_servers[self.row])
+        if len(own):
+            column = rows.columns.get("server_id")
+            servers = (column.take(own) if column is not None else pa.array(
+                [rows.records[r].get("server_id") for r in own.tolist()], pa.string()))
+            codes = servers.dictionary_encode()
+            server_code = codes.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+            pairs = (self.row[own].astype(np.int64) * (len(codes.dictionary) + 1)
+                     + server_code.astype(np.int64) + 1)
+            _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+            found = _state_rows.server_bits(
+                [self.distinct[s] for s in self.row[own[first]].tolist()],
+                self.slots[self.row[own[first]]].tolist(), servers.take(first).to_pylist(),
+                policy)
+            bits[own] = np.array(found, np.int64)[inverse.reshape(-1)]
+        self._server_bits = bits
+        return bits
+
     def age_class(self, event_time: np.ndarray) -> np.ndarray:
         """``SubjectState.age_class(event_time)`` per row (-1 where there is no state)."""
-        k13, c16, c18 = (self.thresholds[self.row, i] for i in range(3))
-        by_year = np.where(event_time < k13, UNDER_13, np.where(
-            event_time < c16, UNDER_16, np.where(event_time < c18, AGE_16_17, ADULT)))
-        return np.where(self.by_birth_year[self.row], by_year, self.band[self.row])
+        ages = self.table[:, _BAND][self.row]
+        by_year = np.flatnonzero(self.table[self.row, _BY_YEAR])  # the class moves with time
+        if len(by_year):
+            state, t = self.row[by_year], event_time[by_year]
+            ages[by_year] = np.where(t < self.table[state, _K13], UNDER_13, np.where(
+                t < self.table[state, _C16], UNDER_16, np.where(
+                    t < self.table[state, _C18], AGE_16_17, ADULT)))
+        return ages
 
 
 def server_switches(flag: str, rows: BatchRows, states: BatchStates, policy: Policy) -> np.ndarray:
-    """``engine._server_switch`` per row, computed once per distinct (state, server)."""
-    servers = rows.strings("server_id")
-    index: dict[Any, int] = {}
-    codes = np.fromiter((index.setdefault(s, len(index)) for s in servers), np.int64, rows.n)
-    pairs = states.row.astype(np.int64) * max(len(index), 1) + codes
-    _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
-    values = []
-    for r in first.tolist():
-        s = states.row[r]
-        defaults = states.resolved[s][0]
-        record = {"server_id": servers[r]}
-        values.append(engine._server_switch(flag, states.distinct[s], defaults, record))
-    return np.array(values, bool)[inverse.reshape(-1)]
+    """``engine._server_switch`` per row (every server switch of a batch is resolved at the
+    first call, then read from ``BatchStates.server_bits``)."""
+    return (states.server_bits(rows, policy) & _SERVER_BIT[flag]) != 0
+
+
+def _server_bits(state: SubjectState, server: str | None, policy: Policy) -> int:
+    defaults = engine._resolve(state, policy)[0]
+    record = {"server_id": server}
+    return sum(bit for f, bit in _SERVER_BIT.items()
+               if engine._server_switch(f, state, defaults, record))
 
 
 def as_records(table: pa.Table) -> list[dict[str, Any]]:

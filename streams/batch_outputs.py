@@ -2,8 +2,8 @@
 
 The columnar counterpart of a compiled builder (``streams.field_plan``): it reads the
 same ``RecordLayout`` and makes each output column once for all rows of a batch.
-Pseudonyms are computed once per distinct (subject key, domain, value) with
-``pseudonym.pseudonymize`` (so ``forget_cache()`` still clears every derived value),
+Pseudonyms are hashed for a whole column in one native call (``hmac_kernel``, the same
+values as ``pseudonym.pseudonymize``; no cache, so nothing derived outlives a batch),
 generalizers run once per distinct value with the functions of ``streams.generalize``,
 except ``timestamp_hour``, whose arithmetic is exact in numpy. Map entries keep the
 builder's insertion order (always-present entries first), which Avro writes as is.
@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from streams.field_plan import FieldStep, RecordLayout
 from streams.generalize import HOUR_MS, METHODS
-from streams.pseudonym import pseudonymize
+from streams.hmac_kernel import DIGEST_HEX, pseudonyms
 
 __all__ = ["OutputContext", "SharedColumns", "UnbuildableRows", "build_table"]
 
@@ -45,7 +45,7 @@ class OutputContext:
 
     columns: Mapping[str, pa.Array]  # input field -> column over the whole batch
     key_index: np.ndarray  # per input row: index into ``keys``
-    keys: Sequence[bytes]  # distinct subject keys of the batch
+    pads: np.ndarray  # per distinct subject key of the batch: its HMAC pad states
     region: str
     version: str
 
@@ -57,28 +57,64 @@ def _per_distinct(values: pa.Array, func: Any) -> pa.Array:
     return pa.array(results, pa.string()).take(encoded.indices)
 
 
+def string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The bytes and int64 offsets (one more than rows) of a string or binary array."""
+    _, offsets, data = values.buffers()
+    ends = np.frombuffer(offsets, np.int32, len(values) + 1, values.offset * 4)
+    return (np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8),
+            ends.astype(np.int64))
+
+
 def _pseudonyms(values: pa.Array, key_index: np.ndarray, ctx: OutputContext, domain: str
                 ) -> pa.Array:
-    encoded = values.dictionary_encode()
-    codes = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    pairs = key_index.astype(np.int64) * max(len(encoded.dictionary), 1) + codes
-    pairs[~np.asarray(values.is_valid())] = -1
-    _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
-    strings, keys = encoded.dictionary.to_pylist(), ctx.keys
-    # Python ints, not numpy scalars: indexing numpy per value costs more than the lookup.
-    key_of, code_of = key_index[first].tolist(), codes[first].tolist()
-    results = [
-        None if pairs_first < 0 else pseudonymize(keys[k], domain, strings[c])
-        for pairs_first, k, c in zip(pairs[first].tolist(), key_of, code_of, strict=True)
-    ]
-    return pa.array(results, pa.string()).take(pa.array(inverse.reshape(-1)))
+    """Row i's pseudonym of ``values[i]`` under key ``key_index[i]``, in one native call;
+    nulls stay null."""
+    data, offsets = string_buffers(values)
+    hexes = pseudonyms(ctx.pads, key_index, domain.encode() + b"\x00", data, offsets)
+    n = len(values)
+    ends = pa.py_buffer(np.arange(0, (n + 1) * DIGEST_HEX, DIGEST_HEX, dtype=np.int32))
+    result = pa.Array.from_buffers(pa.string(), n, [None, ends, pa.py_buffer(hexes)])
+    return pc.if_else(values.is_valid(), result, None) if values.null_count else result
+
+
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+# A dotted IPv4 address in canonical form (no leading zeros): its /24 is a rewrite of the
+# text, exactly what ``ip_prefix`` returns for it; any other value takes ``ip_prefix``.
+_CANONICAL_IPV4 = rf"^({_OCTET}\.{_OCTET}\.{_OCTET})\.{_OCTET}$"
 
 
 def _generalized(values: pa.Array, method: str, rows: np.ndarray) -> pa.Array:
     if method == "timestamp_hour":  # numpy's % on int64 has Python's sign rule, as the function
         v = values.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
         return pa.array(v - v % HOUR_MS, pa.int64(), mask=~np.asarray(values.is_valid()))
-    func = METHODS[method][0]
+    if method == "ip_prefix":
+        exact = pc.match_substring_regex(values, _CANONICAL_IPV4)
+        return _vectorized(values, exact, pc.replace_substring_regex(
+            values, _CANONICAL_IPV4, r"\1.0/24"), method, rows)
+    if method == "postal_region":  # ASCII: isalnum is [A-Za-z0-9], upper() is ASCII's
+        chars = pc.ascii_upper(pc.replace_substring_regex(values, "[^A-Za-z0-9]", ""))
+        region = pc.if_else(pc.greater_equal(pc.binary_length(chars), 3),
+                            pc.utf8_slice_codeunits(chars, 0, 3), pa.scalar(None, pa.string()))
+        return _vectorized(values, pc.string_is_ascii(values), region, method, rows)
+    return _per_value(values, METHODS[method][0], rows)
+
+
+def _vectorized(values: pa.Array, exact: pa.Array, results: pa.Array, method: str,
+                rows: np.ndarray) -> pa.Array:
+    """``results`` where ``exact`` holds (a kernel's answer there is the function's), the
+    function once per distinct value elsewhere; nulls stay null."""
+    exact = exact.fill_null(True)  # a null value's result is null either way
+    if not exact.false_count:
+        return results
+    other = np.flatnonzero(~np.asarray(exact))
+    found = _per_value(values.take(other), METHODS[method][0], rows[other])
+    where = np.arange(len(values))
+    where[other] = len(values) + np.arange(len(other))
+    return pa.concat_arrays([results, found]).take(pa.array(where))
+
+
+def _per_value(values: pa.Array, func: Any, rows: np.ndarray) -> pa.Array:
+    """``func`` once per distinct value of ``values`` (input ``rows``); nulls stay null."""
     encoded = values.dictionary_encode()
     results = []
     for i, v in enumerate(encoded.dictionary.to_pylist()):
@@ -153,13 +189,13 @@ def _map(entries: list[Entry], n: int, value_type: pa.DataType) -> pa.Array:
     flat = np.flatnonzero(present)  # row-major: a row's entries together, in entry order
     width = len(entries)
     np.cumsum(present.sum(axis=1), out=offsets[1:])
-    which, row = flat % width, flat // width
-    bases = np.cumsum([0] + [len(e[1]) for e in entries[:-1]])
-    positions = np.stack([e[2] for e in entries])  # entry x row
+    columns = [e[1].cast(value_type) for e in entries]
+    bases = np.cumsum([0] + [len(c) for c in columns[:-1]])
+    # Per (row, entry): where its value is in the concatenated columns; flat indexes it.
+    where = np.stack([e[2] for e in entries], axis=1) + bases
     names = pa.array([e[0] for e in entries], pa.string())
-    values = pa.concat_arrays([e[1].cast(value_type) for e in entries])
-    items = values.take(pa.array(bases[which] + positions[which, row]))
-    return pa.MapArray.from_arrays(offsets, names.take(pa.array(which)), items)
+    items = pa.concat_arrays(columns).take(pa.array(where.ravel()[flat]))
+    return pa.MapArray.from_arrays(offsets, names.take(pa.array(flat % width)), items)
 
 
 @dataclass(frozen=True, slots=True)

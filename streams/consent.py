@@ -81,9 +81,11 @@ class SubjectState:
     _certain_13_from: int | None = field(default=None, repr=False, compare=False)
     _certain_16_from: int | None = field(default=None, repr=False, compare=False)
     _certain_18_from: int | None = field(default=None, repr=False, compare=False)
-    # The engine's memo of this state resolved against one policy (defaults applied);
+    # The engine's memo of this state resolved against one policy (defaults applied), and
+    # the batch engine's (where its row of numbers is: ``batch_inputs._StateRows``);
     # invisible to equality and repr, recomputed for another policy object.
     _memo: Any = field(default=None, repr=False, compare=False)
+    _batch_memo: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by = self.birth_year

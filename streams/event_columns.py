@@ -217,14 +217,8 @@ class ColumnarEvents:
                 messages: list[Message], owner: np.ndarray, stores: list[SubjectStore],
                 placed: _Placed, result: BatchResult, now: int) -> None:
         times = table.column("event_time").fill_null(0).to_numpy()
-        states, subject_keys = [], []
-        for subject, t, o in zip(subjects, times.tolist(), owner[index].tolist(), strict=True):
-            store = stores[o]
-            history = store.histories.get(subject)
-            states.append(history.at(t) if history is not None else None)
-            key = store.keys.get(subject)
-            subject_keys.append(key if key is not None else
-                                self._acct.subject_key(subject, store, now, result))
+        states, subject_keys = self._subjects(table, subjects, times, owner[index], stores,
+                                              result, now)
         if table.num_rows < COLUMNAR_FROM:
             self._decide_rows(schema, table, index, subjects, states, subject_keys, messages,
                               placed, result)
@@ -265,6 +259,40 @@ class ColumnarEvents:
         result.event_times += times[routed].tolist()
         self._account_rest(outcome, kinds, errors, index, subjects, table, messages, placed,
                            result)
+
+    def _subjects(self, table: pa.Table, subjects: list[str], times: np.ndarray,
+                  owners: np.ndarray, stores: list[SubjectStore], result: BatchResult,
+                  now: int) -> tuple[list[SubjectState | None], list[bytes]]:
+        """Per row its consent state at its event time (D3) and its subject key (a new
+        subject gets one, in order of first appearance), looked up once per subject."""
+        codes = table.column("subject_id").combine_chunks().dictionary_encode()
+        pairs = (codes.indices.to_numpy(zero_copy_only=False).astype(np.int64) * len(stores)
+                 + owners)
+        _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        n = len(first)
+        state_of: list[SubjectState | None] = [None] * n
+        key_of: list[bytes] = [b""] * n
+        since = np.full(n, np.iinfo(np.int64).min)  # the one state holds from here on
+        varying = np.zeros(n, bool)  # more than one state: per row
+        histories: list[Any] = [None] * n
+        for j in np.argsort(first, kind="stable").tolist():
+            r = int(first[j])
+            subject, store = subjects[r], stores[owners[r]]
+            history = histories[j] = store.histories.get(subject)
+            key = store.keys.get(subject)
+            key_of[j] = key if key is not None else self._acct.subject_key(subject, store,
+                                                                          now, result)
+            if history is not None and len(history.times) == 1:
+                state_of[j], since[j] = history.states[0], history.times[0]
+            elif history is not None:
+                varying[j] = True
+        rows = inverse.tolist()
+        states = [state_of[j] for j in rows]
+        for r in np.flatnonzero(varying[inverse] | (times < since[inverse])).tolist():
+            history = histories[rows[r]]
+            states[r] = history.at(int(times[r])) if history is not None else None
+        return states, [key_of[j] for j in rows]
 
     def _decide_rows(self, schema: str, table: pa.Table, index: np.ndarray,
                      subjects: list[str], states: list[SubjectState | None],

@@ -14,15 +14,17 @@ whichever ``COLUMNAR_FROM`` picks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
-from streams import event_columns
+from streams import consent, event_columns
 from streams.batch_accounting import BatchResult, Record, SubjectStore
 from streams.codec import default_codec
+from streams.errors import SerializationError
 from streams.key_vault import Keyring
 from streams.ledger import Ledger
 from streams.policy import default_policy
@@ -168,6 +170,29 @@ def test_mixed_batch_every_message_one_outcome_equal_to_row_path(
     assert columnar.drops[("under_13", "C8")] > 0 and columnar.deletions
     assert columnar.out["analytics"] > 0 and columnar.contributions
     assert columnar.contributions.cells
+
+
+def test_consent_at_each_event_time_when_histories_start_late_or_change(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """D3 per row: the columnar path looks subjects up once each, so events before a
+    subject's first consent record (no state: C9 fails closed) and subjects whose consent
+    changes within the batch must still get the state in force at their own time."""
+    monkeypatch.setattr(event_columns, "COLUMNAR_FROM", 0)
+    processor, store, raw = _setup(4_000, seed=11)
+    events = []
+    for m in raw:
+        with contextlib.suppress(SerializationError):  # the bad records
+            events.append(CODEC.decode(m.value())[1])  # type: ignore[arg-type]
+    middle = sorted(e["event_time"] for e in events)[len(events) // 2]
+    late = set()
+    for subject, history in list(store.histories.items())[::3]:  # starts mid-batch
+        if len(history.times) == 1:
+            store.histories[subject] = consent.SubjectHistory((middle,), history.states)
+            late.add(subject)
+    assert any(e["subject_id"] in late and e["event_time"] < middle for e in events)
+    assert any(len(h.times) > 1 for h in store.histories.values())
+    columnar, rows = _run_both(processor, store, raw)
+    _same(columnar, rows)
 
 
 def test_several_partitions_in_one_pass_equal_one_pass_each() -> None:

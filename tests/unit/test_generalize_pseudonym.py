@@ -7,12 +7,16 @@ import hmac
 import ipaddress
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams import generalize as g
 from streams import pseudonym
+from streams.batch_outputs import _generalized
+from streams.generalize import ip_prefix
 
 pytestmark = pytest.mark.unit
 
@@ -92,3 +96,29 @@ def test_ip_prefix_equals_the_ipaddress_network_C19(ip: Any) -> None:
         expected = str(ipaddress.ip_network((ip, 24 if ip.version == 4 else 48), strict=False))
     g.ip_prefix.cache_clear()
     assert g.ip_prefix(str(ip)) == expected
+
+
+_octet = st.one_of(st.integers(0, 999).map(str), st.integers(0, 255).map(lambda i: f"{i:03d}"),
+                   st.sampled_from(["", "-1", "1a", "٣", " 1"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.lists(_octet, min_size=3, max_size=5).map(".".join),
+                          st.ip_addresses().map(str), st.text(max_size=20), st.none()),
+                max_size=40))
+def test_columnar_ip_prefix_equals_ip_prefix(values: list[str | None]) -> None:
+    """C19: the batch engine's IPv4 rewrite (canonical addresses) plus ip_prefix for the
+    rest gives exactly ip_prefix per value."""
+    got = _generalized(pa.array(values, pa.string()), "ip_prefix", np.arange(len(values)))
+    assert got.to_pylist() == [None if v is None else ip_prefix(v) for v in values]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=12),
+                          st.from_regex(r"[A-Za-z0-9 -]{0,9}", fullmatch=True),
+                          st.none()), max_size=40))
+def test_columnar_postal_region_equals_postal_region(values: list[str | None]) -> None:
+    """C19: the batch engine's ASCII postal-region kernels plus postal_region for the rest
+    give exactly postal_region per value."""
+    got = _generalized(pa.array(values, pa.string()), "postal_region", np.arange(len(values)))
+    assert got.to_pylist() == [None if v is None else g.postal_region(v) for v in values]
