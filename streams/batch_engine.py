@@ -46,6 +46,7 @@ from streams.batch_outputs import (
     SharedColumns,
     UnbuildableRows,
     build_table,
+    cast_to,
     string_buffers,
 )
 from streams.consent import AGE_16_17, UNDER_13, SubjectState
@@ -130,7 +131,7 @@ def decide_table(
     prep = prepare(policy, source_schema)
     n = table.num_rows
     columns = {
-        f.name: (table.column(f.name).combine_chunks().cast(f.type)
+        f.name: (cast_to(table.column(f.name).combine_chunks(), f.type)
                  if f.name in table.column_names else pa.nulls(n, f.type))
         for f in prep.struct
     }

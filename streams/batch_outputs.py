@@ -26,7 +26,7 @@ from streams.field_plan import FieldStep, RecordLayout
 from streams.generalize import HOUR_MS, METHODS
 from streams.hmac_kernel import DIGEST_HEX, pseudonyms
 
-__all__ = ["OutputContext", "SharedColumns", "UnbuildableRows", "build_table"]
+__all__ = ["OutputContext", "SharedColumns", "UnbuildableRows", "build_table", "cast_to"]
 
 _TRUE, _FALSE = pa.scalar("true"), pa.scalar("false")
 
@@ -126,11 +126,16 @@ def _per_value(values: pa.Array, func: Any, rows: np.ndarray) -> pa.Array:
     return pa.array(results, pa.string()).take(encoded.indices)
 
 
+def cast_to(values: pa.Array, type_: pa.DataType, safe: bool = True) -> pa.Array:
+    """``values`` cast to ``type_``, without a kernel call when they already are."""
+    return values if values.type == type_ else values.cast(type_, safe=safe)
+
+
 def _convert(step: FieldStep, values: pa.Array) -> pa.Array:
     if step.target == "a" and step.kind == "boolean":
         return pc.if_else(values, _TRUE, _FALSE)
     if step.target == "m":
-        return values.cast(pa.float64(), safe=False)
+        return cast_to(values, pa.float64(), safe=False)
     return values
 
 
@@ -189,7 +194,7 @@ def _map(entries: list[Entry], n: int, value_type: pa.DataType) -> pa.Array:
     flat = np.flatnonzero(present)  # row-major: a row's entries together, in entry order
     width = len(entries)
     np.cumsum(present.sum(axis=1), out=offsets[1:])
-    columns = [e[1].cast(value_type) for e in entries]
+    columns = [cast_to(e[1], value_type) for e in entries]
     bases = np.cumsum([0] + [len(c) for c in columns[:-1]])
     # Per (row, entry): where its value is in the concatenated columns; flat indexes it.
     where = np.stack([e[2] for e in entries], axis=1) + bases
@@ -271,7 +276,7 @@ def build_table(layouts: Sequence[RecordLayout], rows: np.ndarray, variants: np.
                     taken = values if local_values else values.take(positions)
                     if not present.all():
                         taken = pc.if_else(present, taken, None)
-                    candidates.append(taken.cast(field_type))
+                    candidates.append(cast_to(taken, field_type))
             if default is not None or not candidates:
                 candidates.append(pa.repeat(pa.scalar(default, field_type), n))
             column = pc.coalesce(*candidates) if len(candidates) > 1 else candidates[0]

@@ -350,8 +350,12 @@ class Worker:
             return
         future, result, size, t0 = self._committing
         self._committing = None
+        waited = time.monotonic()
         future.result()
-        self._observe(result, size, time.monotonic() - t0)
+        now = time.monotonic()
+        log.debug("batch of %d messages: %.3fs from consumed to committed (%.3fs waiting "
+                  "for the commit)", size, now - t0, now - waited)
+        self._observe(result, size, now - t0)
 
     def _catch_up_ledger(self) -> None:
         """A consent tombstone is a deletion: the request service wrote its ledger entry
