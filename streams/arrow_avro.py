@@ -22,13 +22,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from streams import avro_write_kernel as k
 
-__all__ = ["arrow_type", "encode_bodies", "encode_framed", "frame"]
+__all__ = ["arrow_type", "encode_bodies", "encode_framed"]
 
-_EMPTY = pa.scalar(b"", pa.binary())
 _LEAVES = {"string": k.STRING, "long": k.LONG, "int": k.LONG, "double": k.DOUBLE,
            "float": k.FLOAT, "boolean": k.BOOLEAN}
 _ARROW = {k.STRING: pa.string(), k.LONG: pa.int64(), k.DOUBLE: pa.float64(),
@@ -175,8 +173,3 @@ def encode_framed(table: pa.Table, schema: Mapping[str, Any], header: bytes) -> 
 def encode_bodies(table: pa.Table, schema: Mapping[str, Any]) -> pa.Array:
     """The schemaless Avro body of every row of ``table``; see ``encode_framed``."""
     return encode_framed(table, schema, b"")
-
-
-def frame(bodies: pa.Array, header: bytes) -> pa.Array:
-    """Bodies with the wire header (magic byte and schema id) in front of each."""
-    return pc.binary_join_element_wise(pa.scalar(header, pa.binary()), bodies, _EMPTY)

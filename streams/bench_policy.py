@@ -46,7 +46,7 @@ from typing import Any
 import pyarrow as pa
 
 from streams import consent, engine, generalize, pseudonym
-from streams.arrow_avro import encode_bodies, frame
+from streams.arrow_avro import encode_framed
 from streams.batch_engine import ROUTED, decide_table
 from streams.codec import default_codec
 from streams.consent import SubjectHistory, SubjectState
@@ -216,7 +216,7 @@ def _columnar(tables: list[tuple[str, pa.Table, list[Any], list[Any]]], policy: 
         if encode:
             for out in outcome.tables:
                 info = catalog.by_name(out.output_schema)
-                frame(encode_bodies(out.table, info.raw), b"\x00" + info.id.to_bytes(4, "big"))
+                encode_framed(out.table, info.raw, b"\x00" + info.id.to_bytes(4, "big"))
     return routed
 
 
