@@ -25,10 +25,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
 METRIC = "plays"
 WINDOW_MS = 3_600_000
 DIMENSIONS = ("title", "platform", "country")
 
+TOKEN_HEX = 24  # a subject token: 96 bits of the HMAC, in hex
 Cell = tuple[int, tuple[str, ...]]  # (window_start, dimension values)
 
 
@@ -38,7 +42,7 @@ def token_key(master_key: bytes) -> bytes:
 
 def subject_token(key: bytes, window_start: int, subject_id: str) -> str:
     return hmac.new(key, f"{window_start}:{subject_id}".encode(),
-                    hashlib.sha256).hexdigest()[:24]
+                    hashlib.sha256).hexdigest()[:TOKEN_HEX]
 
 
 def cell_of(analytics: Mapping[str, Any]) -> Cell | None:
@@ -70,20 +74,29 @@ class Contributions:
         tokens.add(subject_token(self.key, cell[0], subject_id))
         self.cells[cell] = (plays + 1, tokens)
 
-    def add_cells(self, cells: Sequence[Cell], subjects: Sequence[str]) -> None:
-        """``add`` for plays whose cells are known (the columnar path); one token per
-        distinct (window, subject) of the call."""
-        tokens: dict[tuple[int, str], str] = {}
-        for cell, subject in zip(cells, subjects, strict=True):
-            token = tokens.get((cell[0], subject))
-            if token is None:
-                token = tokens[(cell[0], subject)] = subject_token(self.key, cell[0], subject)
+    def add_columns(self, windows: np.ndarray, dims: Sequence[pa.Array],
+                    tokens: pa.Array) -> None:
+        """``add`` for plays whose cells are known, in columns (the worker's columnar
+        path): row i played in window ``windows[i]`` with dimension values ``dims[k][i]``
+        by the subject whose ``subject_token`` is ``tokens[i]``; cells are merged once per
+        distinct cell."""
+        names = [f"d{k}" for k in range(len(dims))]
+        table = pa.table([pa.array(windows, pa.int64()), *dims, tokens],
+                         names=["window", *names, "token"])
+        grouped = table.group_by(["window", *names], use_threads=False).aggregate(
+            [("token", "count"), ("token", "distinct")])
+        keys = zip(grouped.column("window").to_pylist(),
+                   *(grouped.column(name).to_pylist() for name in names), strict=True)
+        for (window, *values), plays, distinct in zip(
+                keys, grouped.column("token_count").to_pylist(),
+                grouped.column("token_distinct").to_pylist(), strict=True):
+            cell = (window, tuple(values))
             found = self.cells.get(cell)
             if found is None:
-                self.cells[cell] = (1, {token})
+                self.cells[cell] = (plays, set(distinct))
             else:
-                found[1].add(token)
-                self.cells[cell] = (found[0] + 1, found[1])
+                found[1].update(distinct)
+                self.cells[cell] = (found[0] + plays, found[1])
 
     def records(self, region: str) -> Iterator[tuple[bytes, dict[str, Any]]]:
         """(cell key, AggregatePartial record) per cell."""

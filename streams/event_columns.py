@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streams import avro_columns, engine
-from streams.aggregates import DIMENSIONS, WINDOW_MS, Cell, Contributions
+from streams.aggregates import DIMENSIONS, TOKEN_HEX, WINDOW_MS, Contributions
 from streams.arrow_avro import encode_framed
 from streams.batch_accounting import (
     Accounting,
@@ -55,6 +55,7 @@ from streams.codec import Codec, FramingError, MalformedRecordError, default_cod
 from streams.consent import SubjectState
 from streams.decisions import DeleteSubject, Routed
 from streams.errors import SerializationError
+from streams.hmac_kernel import DIGEST_HEX, pad_states, pseudonyms
 from streams.ledger import Ledger
 from streams.policy import Policy
 from streams.topics import Catalog
@@ -359,12 +360,12 @@ def _strings(table: pa.Table, name: str) -> list[Any]:
         else [None] * table.num_rows
 
 
-def play_cells(analytics: pa.Table) -> tuple[np.ndarray, list[Cell]]:
+def play_cells(analytics: pa.Table) -> tuple[np.ndarray, np.ndarray, list[pa.Array]]:
     """``aggregates.cell_of`` over a table of analytics records: the rows that count in a
-    cell, and their cells."""
+    cell, their windows and their dimension columns."""
     n = analytics.num_rows
     if not n or "attributes" not in analytics.column_names:
-        return np.zeros(0, np.int64), []
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), []
     attributes = analytics.column("attributes")
     counts = pc.and_(pc.and_(pc.equal(analytics.column("event_type"), "play"),
                              pc.equal(analytics.column("source"), "PlaybackEvent")),
@@ -375,14 +376,32 @@ def play_cells(analytics: pa.Table) -> tuple[np.ndarray, list[Cell]]:
     counts = pc.and_(counts, pc.not_equal(dims[0], "unknown")).fill_null(False)
     rows = np.flatnonzero(np.asarray(counts))
     if not len(rows):
-        return rows, []
+        return rows, np.zeros(0, np.int64), []
     taken = pa.array(rows)
     times = analytics.column("event_time").take(taken).to_numpy()
-    windows = (times - times % WINDOW_MS).tolist()
-    values = zip(*(d.take(taken).to_pylist() for d in dims), strict=True)
-    return rows, list(zip(windows, values, strict=True))
+    return rows, times - times % WINDOW_MS, [pc.take(d, taken) for d in dims]
 
 
 def _contribute(contributions: Contributions, analytics: pa.Table, subjects: list[str]) -> None:
-    rows, cells = play_cells(analytics)
-    contributions.add_cells(cells, [subjects[r] for r in rows.tolist()])
+    rows, windows, dims = play_cells(analytics)
+    if len(rows):
+        players = pa.array([subjects[r] for r in rows.tolist()], pa.string())
+        contributions.add_columns(windows, dims,
+                                  subject_tokens(contributions.key, windows, players))
+
+
+def subject_tokens(key: bytes, windows: np.ndarray, subjects: pa.Array) -> pa.Array:
+    """``aggregates.subject_token`` of every (window, subject) row, in one native call."""
+    messages = pc.binary_join_element_wise(pa.array(windows, pa.int64()).cast(pa.string()),
+                                           subjects, ":")
+    offsets = np.frombuffer(messages.buffers()[1], np.int32, len(messages) + 1,
+                            messages.offset * 4).astype(np.int64)
+    data = messages.buffers()[2]
+    hexes = pseudonyms(pad_states(np.frombuffer(key, np.uint8), np.array([0, len(key)])),
+                       np.zeros(len(messages), np.int64), b"",
+                       np.frombuffer(data, np.uint8) if data is not None
+                       else np.zeros(0, np.uint8), offsets)
+    kept = np.ascontiguousarray(hexes.reshape(-1, DIGEST_HEX)[:, :TOKEN_HEX]).reshape(-1)
+    ends = np.arange(0, (len(messages) + 1) * TOKEN_HEX, TOKEN_HEX, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), len(messages),
+                                 [None, pa.py_buffer(ends), pa.py_buffer(kept)])

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from streams.aggregates import WINDOW_MS, Contributions, Windows, cell_of, token_key
+import numpy as np
+import pyarrow as pa
+
+from streams.aggregates import (
+    WINDOW_MS,
+    Contributions,
+    Windows,
+    cell_of,
+    subject_token,
+    token_key,
+)
+from streams.event_columns import subject_tokens
 
 H0 = 1_767_225_600_000
 
@@ -73,3 +84,14 @@ def test_tokens_are_keyed_per_window() -> None:
     a = partials([(play(1, window=0), "s1")])[0]["subject_tokens"]
     b = partials([(play(1, window=1), "s1")])[0]["subject_tokens"]
     assert a != b and "s1" not in a[0]
+
+
+def test_columnar_subject_tokens_equal_subject_token() -> None:
+    """C20: the worker's columnar path hashes a batch's tokens in one native call; each is
+    the token ``subject_token`` gives (so cells from either path merge)."""
+    key = bytes(range(32))
+    windows = np.array([0, 3_600_000, -3_600_000, 1_700_000_000_000, 7], np.int64)
+    subjects = ["acct-1", "", "ü✓-subject", "x" * 120, "acct-1"]
+    tokens = subject_tokens(key, windows, pa.array(subjects, pa.string())).to_pylist()
+    assert tokens == [subject_token(key, int(w), s)
+                      for w, s in zip(windows, subjects, strict=True)]
