@@ -139,7 +139,8 @@ class Worker:
                                # A crashed worker's open transaction blocks read-committed
                                # readers until the broker aborts it: keep that short (a
                                # batch's transaction takes well under a second).
-                               "linger.ms": 5, "transaction.timeout.ms": 10_000})
+                               "linger.ms": 25, "compression.type": "lz4",
+                               "transaction.timeout.ms": 10_000})
         ledger_reader = kafka_clients.consumer(self.bootstrap, f"ledger-{uuid.uuid4().hex}",
                                                **{"isolation.level": "read_committed"})
         # Watermark queries on a client that never fetches: on the reader's connection
