@@ -65,16 +65,19 @@ def string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
             ends.astype(np.int64))
 
 
-def _pseudonyms(values: pa.Array, key_index: np.ndarray, ctx: OutputContext, domain: str
-                ) -> pa.Array:
-    """Row i's pseudonym of ``values[i]`` under key ``key_index[i]``, in one native call;
-    nulls stay null."""
-    data, offsets = string_buffers(values)
-    hexes = pseudonyms(ctx.pads, key_index, domain.encode() + b"\x00", data, offsets)
-    n = len(values)
+def _pseudonyms(column: pa.Array, rows: np.ndarray, key_index: np.ndarray,
+                ctx: OutputContext, domain: str) -> pa.Array:
+    """The pseudonym of ``column[rows[i]]`` under key ``key_index[i]`` per i, hashed where
+    the values are, in one native call; nulls stay null."""
+    data, offsets = string_buffers(column)
+    hexes = pseudonyms(ctx.pads, key_index, domain.encode() + b"\x00", data, offsets[rows],
+                       offsets[rows + 1])
+    n = len(rows)
     ends = pa.py_buffer(np.arange(0, (n + 1) * DIGEST_HEX, DIGEST_HEX, dtype=np.int32))
     result = pa.Array.from_buffers(pa.string(), n, [None, ends, pa.py_buffer(hexes)])
-    return pc.if_else(values.is_valid(), result, None) if values.null_count else result
+    if not column.null_count:
+        return result
+    return pc.if_else(pa.array(np.asarray(column.is_valid())[rows]), result, None)
 
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
@@ -243,15 +246,13 @@ def build_table(layouts: Sequence[RecordLayout], rows: np.ndarray, variants: np.
                            kind="stable")
         return pa.concat_tables(parts).take(pa.array(order))
     n, ctx = len(rows), shared.ctx
-    local: dict[str, pa.Array] = {}
     entries: dict[FieldStep, tuple[pa.Array, np.ndarray, np.ndarray]] = {}
     for step, in_variants in plan.steps:
         present = in_variants[variants]
         if step.handling == "pseudonymize":  # per destination domain: only these rows
             assert step.arg is not None
-            if step.field not in local:
-                local[step.field] = ctx.columns[step.field].take(rows)
-            values = _pseudonyms(local[step.field], ctx.key_index[rows], ctx, step.arg)
+            values = _pseudonyms(ctx.columns[step.field], rows, ctx.key_index[rows], ctx,
+                                 step.arg)
             values, positions = _convert(step, values), np.arange(n)
         else:
             values, positions = shared.values(step), rows

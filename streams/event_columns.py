@@ -51,6 +51,7 @@ from streams.batch_engine import (
     decide_table,
 )
 from streams.batch_inputs import as_records
+from streams.batch_outputs import string_buffers
 from streams.codec import Codec, FramingError, MalformedRecordError, default_codec
 from streams.consent import SubjectState
 from streams.decisions import DeleteSubject, Routed
@@ -394,13 +395,10 @@ def subject_tokens(key: bytes, windows: np.ndarray, subjects: pa.Array) -> pa.Ar
     """``aggregates.subject_token`` of every (window, subject) row, in one native call."""
     messages = pc.binary_join_element_wise(pa.array(windows, pa.int64()).cast(pa.string()),
                                            subjects, ":")
-    offsets = np.frombuffer(messages.buffers()[1], np.int32, len(messages) + 1,
-                            messages.offset * 4).astype(np.int64)
-    data = messages.buffers()[2]
+    data, offsets = string_buffers(messages)
     hexes = pseudonyms(pad_states(np.frombuffer(key, np.uint8), np.array([0, len(key)])),
-                       np.zeros(len(messages), np.int64), b"",
-                       np.frombuffer(data, np.uint8) if data is not None
-                       else np.zeros(0, np.uint8), offsets)
+                       np.zeros(len(messages), np.int64), b"", data, offsets[:-1],
+                       offsets[1:])
     kept = np.ascontiguousarray(hexes.reshape(-1, DIGEST_HEX)[:, :TOKEN_HEX]).reshape(-1)
     ends = np.arange(0, (len(messages) + 1) * TOKEN_HEX, TOKEN_HEX, dtype=np.int32)
     return pa.Array.from_buffers(pa.string(), len(messages),

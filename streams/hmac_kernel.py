@@ -138,7 +138,7 @@ def _pads(keys: np.ndarray, key_offsets: np.ndarray, h0: np.ndarray) -> np.ndarr
 
 @njit(cache=True, nogil=True)
 def _pseudonyms(pads: np.ndarray, key_of: np.ndarray, prefix: np.ndarray, data: np.ndarray,
-                offsets: np.ndarray, hexdigits: np.ndarray) -> np.ndarray:
+                starts: np.ndarray, ends: np.ndarray, hexdigits: np.ndarray) -> np.ndarray:
     n, p = len(key_of), len(prefix)
     out = np.empty(n * DIGEST_HEX, np.uint8)
     state, scratch = np.empty(8, np.uint32), np.empty(BLOCK, np.uint8)
@@ -152,7 +152,7 @@ def _pseudonyms(pads: np.ndarray, key_of: np.ndarray, prefix: np.ndarray, data: 
     outer[32] = 0x80
     _length(outer, BLOCK + 32)
     for r in range(n):
-        k, start, end = key_of[r], offsets[r], offsets[r + 1]
+        k, start, end = key_of[r], starts[r], ends[r]
         for i in range(8):
             state[i] = pads[k, 0, i]
         size = p + end - start
@@ -187,8 +187,11 @@ def pad_states(keys: np.ndarray, key_offsets: np.ndarray) -> np.ndarray:
 
 
 def pseudonyms(pads: np.ndarray, key_of: np.ndarray, prefix: bytes, data: np.ndarray,
-               offsets: np.ndarray) -> np.ndarray:
+               starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Row r's pseudonym under key ``key_of[r]`` (an index into ``pads``) of the message
-    ``prefix + data[offsets[r]:offsets[r+1]]``: 32 hex bytes per row, rows end to end."""
+    ``prefix + data[starts[r]:ends[r]]``: 32 hex bytes per row, rows end to end. (Spans,
+    not offsets: a string column's rows are hashed where they are, without a copy.)"""
     return _pseudonyms(pads, np.ascontiguousarray(key_of, np.int64),
-                       np.frombuffer(prefix, np.uint8), data, offsets, _HEX)
+                       np.frombuffer(prefix, np.uint8), data,
+                       np.ascontiguousarray(starts, np.int64),
+                       np.ascontiguousarray(ends, np.int64), _HEX)
