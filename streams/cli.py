@@ -127,12 +127,14 @@ def worker_cmd() -> None:
 
 @bench_app.command("throughput")
 def bench_throughput(events: int = typer.Option(200_000, help="Events to push through."),
-                     workers: int = typer.Option(1, help="Worker processes (one group).")
+                     workers: int = typer.Option(1, help="Worker processes (one group)."),
+                     warm_up: int = typer.Option(
+                         100_000, help="Events through both paths first, untimed (0: none).")
                      ) -> None:
     """The worker against a raw confluent-kafka pass-through on the same broker and events."""
     from streams import bench_throughput as bench
 
-    bench.main(_settings(), events, workers)
+    bench.main(_settings(), events, workers, warm_up)
 
 
 @bench_app.command("policy")
