@@ -116,19 +116,29 @@ def reachable() -> set[Variant]:
     return out
 
 
-def test_traffic_model_workload_equals_row_engine_for_every_reachable_variant() -> None:
-    """C1-C21 as the traffic model exercises them (consent mix, ages, C8 under-13, no
-    consent record, managed profiles, switched-off servers), batches of one schema."""
-    work = build_workload(12_000, seed=5, subjects=2_000)
-    covered: set[Variant] = set()
-    for start in range(0, len(work), 3_000):
+def _schema_batches(events: int, seed: int, subjects: int, size: int = 3_000
+                    ) -> list[tuple[str, list[Any], list[Any], list[bytes]]]:
+    """The traffic model's events in batches of ``size``, each split by schema:
+    (schema, records, states, keys)."""
+    work = build_workload(events, seed=seed, subjects=subjects)
+    batches = []
+    for start in range(0, len(work), size):
         by_schema: dict[str, list[Any]] = defaultdict(list)
-        for schema, record, state, key in work[start:start + 3_000]:
+        for schema, record, state, key in work[start:start + size]:
             by_schema[schema].append((record, state, key))
         for schema, items in by_schema.items():
             records, states, keys = (list(x) for x in zip(*items, strict=True))
-            covered |= check_batch(schema, records, states, keys)
-            check_same_from_arrow(schema, records, states, keys)
+            batches.append((schema, records, states, keys))
+    return batches
+
+
+def test_traffic_model_workload_equals_row_engine_for_every_reachable_variant() -> None:
+    """C1-C21 as the traffic model exercises them (consent mix, ages, C8 under-13, no
+    consent record, managed profiles, switched-off servers), batches of one schema."""
+    covered: set[Variant] = set()
+    for schema, records, states, keys in _schema_batches(12_000, seed=5, subjects=2_000):
+        covered |= check_batch(schema, records, states, keys)
+        check_same_from_arrow(schema, records, states, keys)
     assert reachable() - covered <= {v for v in reachable() if v[2] & 2}  # limited: below
     assert any(v[2] == 1 for v in covered)  # C17 personal content
 
@@ -140,15 +150,10 @@ def test_state_rows_stay_right_across_registry_restarts(monkeypatch: pytest.Monk
     registry = batch_inputs._StateRows()
     monkeypatch.setattr(batch_inputs._StateRows, "CAPACITY", 700)
     monkeypatch.setattr(batch_inputs, "_state_rows", registry)
-    work = build_workload(12_000, seed=7, subjects=1_500)
+    batches = _schema_batches(12_000, seed=7, subjects=1_500)
     for _ in range(2):  # the second pass finds memos of older generations
-        for start in range(0, len(work), 3_000):
-            by_schema: dict[str, list[Any]] = defaultdict(list)
-            for schema, record, state, key in work[start:start + 3_000]:
-                by_schema[schema].append((record, state, key))
-            for schema, items in by_schema.items():
-                records, states, keys = (list(x) for x in zip(*items, strict=True))
-                check_batch(schema, records, states, keys)
+        for batch in batches:
+            check_batch(*batch)
     assert registry.generation > 2
 
 
