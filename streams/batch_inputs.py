@@ -3,8 +3,9 @@
 ``prepare`` finds, once per (policy, input schema), the input fields the compiled plans
 read and their Arrow types; ``to_arrow`` turns decoded records into those columns and
 names the rows that do not fit (for the row engine). ``BatchStates`` resolves each
-distinct subject state once with the row engine's own ``_resolve``; ``server_switches``
-asks the row engine's ``_server_switch`` once per distinct (state, server).
+subject state with the row engine's own ``_resolve`` once, into a row of numbers that
+later batches find by the state's memoized slot (``_StateRows``); ``server_switches``
+asks the row engine's ``_server_switch`` once per (state, server).
 """
 
 from __future__ import annotations
@@ -109,12 +110,6 @@ class BatchRows:
         if column is None or not pa.types.is_boolean(column.type):
             return np.fromiter((bool(r.get(name)) for r in self.records), bool, self.n)
         return np.asarray(column.fill_null(False))
-
-    def strings(self, name: str) -> list[Any]:
-        column = self.columns.get(name)
-        if column is None:
-            return [r.get(name) for r in self.records]
-        return column.to_pylist()
 
 
 # Columns of a state's row (``_state_row``).
