@@ -44,17 +44,10 @@ class OutputContext:
     """What every layout of one batch shares: input columns and subject keys."""
 
     columns: Mapping[str, pa.Array]  # input field -> column over the whole batch
-    key_index: np.ndarray  # per input row: index into ``keys``
+    key_index: np.ndarray  # per input row: index into ``pads`` (its subject key)
     pads: np.ndarray  # per distinct subject key of the batch: its HMAC pad states
     region: str
     version: str
-
-
-def _per_distinct(values: pa.Array, func: Any) -> pa.Array:
-    """``func`` applied once per distinct non-null value; nulls stay null."""
-    encoded = values.dictionary_encode()
-    results = [func(v) for v in encoded.dictionary.to_pylist()]
-    return pa.array(results, pa.string()).take(encoded.indices)
 
 
 def string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
