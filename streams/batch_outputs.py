@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from streams.field_plan import FieldStep, RecordLayout
 from streams.generalize import HOUR_MS, METHODS
-from streams.hmac_kernel import DIGEST_HEX, pseudonyms
+from streams.hmac_kernel import pseudonyms
 
 __all__ = ["OutputContext", "SharedColumns", "UnbuildableRows", "build_table", "cast_to"]
 
@@ -63,11 +63,8 @@ def _pseudonyms(column: pa.Array, rows: np.ndarray, key_index: np.ndarray,
     """The pseudonym of ``column[rows[i]]`` under key ``key_index[i]`` per i, hashed where
     the values are, in one native call; nulls stay null."""
     data, offsets = string_buffers(column)
-    hexes = pseudonyms(ctx.pads, key_index, domain.encode() + b"\x00", data, offsets[rows],
-                       offsets[rows + 1])
-    n = len(rows)
-    ends = pa.py_buffer(np.arange(0, (n + 1) * DIGEST_HEX, DIGEST_HEX, dtype=np.int32))
-    result = pa.Array.from_buffers(pa.string(), n, [None, ends, pa.py_buffer(hexes)])
+    result = pseudonyms(ctx.pads, key_index, domain.encode() + b"\x00", data, offsets[rows],
+                        offsets[rows + 1])
     if not column.null_count:
         return result
     return pc.if_else(pa.array(np.asarray(column.is_valid())[rows]), result, None)

@@ -56,7 +56,7 @@ from streams.codec import Codec, FramingError, MalformedRecordError, default_cod
 from streams.consent import SubjectState
 from streams.decisions import DeleteSubject, Routed
 from streams.errors import SerializationError
-from streams.hmac_kernel import DIGEST_HEX, pad_states, pseudonyms
+from streams.hmac_kernel import pad_states, pseudonyms
 from streams.ledger import Ledger
 from streams.policy import Policy
 from streams.topics import Catalog
@@ -396,10 +396,6 @@ def subject_tokens(key: bytes, windows: np.ndarray, subjects: pa.Array) -> pa.Ar
     messages = pc.binary_join_element_wise(pa.array(windows, pa.int64()).cast(pa.string()),
                                            subjects, ":")
     data, offsets = string_buffers(messages)
-    hexes = pseudonyms(pad_states(np.frombuffer(key, np.uint8), np.array([0, len(key)])),
-                       np.zeros(len(messages), np.int64), b"", data, offsets[:-1],
-                       offsets[1:])
-    kept = np.ascontiguousarray(hexes.reshape(-1, DIGEST_HEX)[:, :TOKEN_HEX]).reshape(-1)
-    ends = np.arange(0, (len(messages) + 1) * TOKEN_HEX, TOKEN_HEX, dtype=np.int32)
-    return pa.Array.from_buffers(pa.string(), len(messages),
-                                 [None, pa.py_buffer(ends), pa.py_buffer(kept)])
+    return pseudonyms(pad_states(np.frombuffer(key, np.uint8), np.array([0, len(key)])),
+                      np.zeros(len(messages), np.int64), b"", data, offsets[:-1], offsets[1:],
+                      TOKEN_HEX)

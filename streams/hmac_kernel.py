@@ -22,6 +22,7 @@ from pathlib import Path
 
 import llvmlite.binding
 import numpy as np
+import pyarrow as pa
 from numba import njit, types
 
 from streams.errors import ConfigError
@@ -138,9 +139,10 @@ def _pads(keys: np.ndarray, key_offsets: np.ndarray, h0: np.ndarray) -> np.ndarr
 
 @njit(cache=True, nogil=True)
 def _pseudonyms(pads: np.ndarray, key_of: np.ndarray, prefix: np.ndarray, data: np.ndarray,
-                starts: np.ndarray, ends: np.ndarray, hexdigits: np.ndarray) -> np.ndarray:
+                starts: np.ndarray, ends: np.ndarray, chars: int, hexdigits: np.ndarray
+                ) -> np.ndarray:
     n, p = len(key_of), len(prefix)
-    out = np.empty(n * DIGEST_HEX, np.uint8)
+    out = np.empty(n * chars, np.uint8)
     state, scratch = np.empty(8, np.uint32), np.empty(BLOCK, np.uint8)
     # Most messages fit one block: the prefix stays in place and each row writes its value,
     # the end mark and the length (clearing what a longer value before it left). The
@@ -171,12 +173,11 @@ def _pseudonyms(pads: np.ndarray, key_of: np.ndarray, prefix: np.ndarray, data: 
         for i in range(8):
             state[i] = pads[k, 1, i]
         _compress(state, outer)
-        for i in range(4):  # the first 16 bytes of the MAC, two hex digits each
-            for b in range(4):
-                byte = (state[i] >> np.uint32(24 - 8 * b)) & 0xFF
-                at = r * DIGEST_HEX + 8 * i + 2 * b
-                out[at] = hexdigits[byte >> 4]
-                out[at + 1] = hexdigits[byte & 0xF]
+        for j in range(chars // 2):  # the MAC's first bytes, two hex digits each
+            byte = (state[j // 4] >> np.uint32(24 - 8 * (j % 4))) & 0xFF
+            at = r * chars + 2 * j
+            out[at] = hexdigits[byte >> 4]
+            out[at + 1] = hexdigits[byte & 0xF]
     return out
 
 
@@ -187,11 +188,18 @@ def pad_states(keys: np.ndarray, key_offsets: np.ndarray) -> np.ndarray:
 
 
 def pseudonyms(pads: np.ndarray, key_of: np.ndarray, prefix: bytes, data: np.ndarray,
-               starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+               starts: np.ndarray, ends: np.ndarray, chars: int = DIGEST_HEX) -> pa.Array:
     """Row r's pseudonym under key ``key_of[r]`` (an index into ``pads``) of the message
-    ``prefix + data[starts[r]:ends[r]]``: 32 hex bytes per row, rows end to end. (Spans,
-    not offsets: a string column's rows are hashed where they are, without a copy.)"""
-    return _pseudonyms(pads, np.ascontiguousarray(key_of, np.int64),
-                       np.frombuffer(prefix, np.uint8), data,
-                       np.ascontiguousarray(starts, np.int64),
-                       np.ascontiguousarray(ends, np.int64), _HEX)
+    ``prefix + data[starts[r]:ends[r]]``: the MAC's first ``chars`` hex digits (even, at
+    most 64), as an Arrow string array. (Spans, not offsets: a string column's rows are
+    hashed where they are, without a copy.)"""
+    if chars % 2 or not 0 < chars <= 64:
+        raise ValueError(f"chars must be even and 2-64, not {chars}")
+    n = len(key_of)
+    hexes = _pseudonyms(pads, np.ascontiguousarray(key_of, np.int64),
+                        np.frombuffer(prefix, np.uint8), data,
+                        np.ascontiguousarray(starts, np.int64),
+                        np.ascontiguousarray(ends, np.int64), chars, _HEX)
+    offsets = np.arange(0, (n + 1) * chars, chars, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
+                                                  pa.py_buffer(hexes)])
