@@ -26,6 +26,7 @@ from confluent_kafka import TopicPartition
 
 from streams import kafka_clients, topic_admin
 from streams.codec import default_codec
+from streams.errors import ConfigError
 from streams.infra import bench_kafka
 from streams.settings import Settings
 from streams.topics import Catalog, Topic
@@ -159,18 +160,23 @@ def _env(bootstrap: str, prefix: str, home: str) -> dict[str, str]:
         "PRIVACY_PIPELINE_LOG_LEVEL": "WARNING"}
 
 
+def _topics(bootstrap: str, name: str) -> tuple[str, Catalog, Topic, list[str]]:
+    """A fresh topic prefix: (prefix, its catalog, the pass-through's output, the inputs)."""
+    prefix = f"{name}-{uuid.uuid4().hex[:6]}."
+    catalog = Catalog.with_prefix(prefix)
+    topic_admin.apply(bootstrap, 1, catalog)
+    sink = Topic(f"{prefix}passthrough", "pass-through output")
+    topic_admin.apply(bootstrap, 1, [sink])
+    return prefix, catalog, sink, [t.name for t in catalog.raw] + [catalog.consent.name]
+
+
 def _warm_up(bootstrap: str, events: int) -> None:
     """Both paths once over other events, untimed. A fresh broker spends seconds of CPU
     compiling its hot paths (C1/C2 JIT: about 8 of a 12 s worker run on the two cores
     here), and the pass-through and the worker exercise different ones (transactions,
     compression); a running cluster has compiled them long before."""
-    prefix = f"warm-{uuid.uuid4().hex[:6]}."
-    catalog = Catalog.with_prefix(prefix)
-    topic_admin.apply(bootstrap, 1, catalog)
-    sink = Topic(f"{prefix}passthrough", "pass-through warm-up output")
-    topic_admin.apply(bootstrap, 1, [sink])
+    prefix, catalog, sink, inputs = _topics(bootstrap, "warm")
     produce_stream(bootstrap, catalog, TrafficConfig(seed=3, subjects=2_000), events=events)
-    inputs = [t.name for t in catalog.raw] + [catalog.consent.name]
     passthrough(bootstrap, inputs, sink.name, sum(_end_offsets(bootstrap, inputs).values()))
     with tempfile.TemporaryDirectory() as home:
         proc = _worker(_env(bootstrap, prefix, home))
@@ -187,15 +193,10 @@ def run(settings: Settings, *, events: int = 200_000, latency_seconds: float = 1
         if warm_up:
             _say(f"warming up the broker with {warm_up} events through both paths …")
             _warm_up(bootstrap, warm_up)
-        prefix = f"bench-{uuid.uuid4().hex[:6]}."
-        catalog = Catalog.with_prefix(prefix)
-        topic_admin.apply(bootstrap, 1, catalog)
-        sink = Topic(f"{prefix}passthrough", "pass-through baseline output")
-        topic_admin.apply(bootstrap, 1, [sink])
-        config = TrafficConfig(seed=1, subjects=10_000)
+        prefix, catalog, sink, inputs = _topics(bootstrap, "bench")
         _say(f"producing {events} events …")
-        summary = produce_stream(bootstrap, catalog, config, events=events)
-        inputs = [t.name for t in catalog.raw] + [catalog.consent.name]
+        summary = produce_stream(bootstrap, catalog, TrafficConfig(seed=1, subjects=10_000),
+                                 events=events)
         messages = sum(_end_offsets(bootstrap, inputs).values())
 
         _say("pass-through …")
@@ -208,7 +209,11 @@ def run(settings: Settings, *, events: int = 200_000, latency_seconds: float = 1
         try:
             group = f"{prefix}privacy-pipeline.worker"
             first, last = _wait_drained(bootstrap, group, inputs)
-            rate = messages / max(last - first, 1e-9)
+            if last - first < 1.0:  # the lag is polled every 0.2 s: no rate in one glimpse
+                raise ConfigError(f"bench throughput: the workers committed all {messages} "
+                                  f"messages within {last - first:.1f}s of their first "
+                                  "commit, too fast to time; use more --events")
+            rate = messages / (last - first)
             _say(f"workers: {rate:,.0f} msg/s")
             target = rate / 2
             _say(f"latency at {target:,.0f} events/s for {latency_seconds:.0f}s …")
