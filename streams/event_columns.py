@@ -61,7 +61,7 @@ from streams.ledger import Ledger
 from streams.policy import Policy
 from streams.topics import Catalog
 
-__all__ = ["COLUMNAR_FROM", "ColumnarEvents", "play_cells"]
+__all__ = ["COLUMNAR_FROM", "ColumnarEvents", "map_values", "play_cells"]
 
 # A schema's group of a batch smaller than this is decided by the row engine: the batch
 # engine's and encoder's kernel calls cost about as much for 1 row as for 500 (D10).
@@ -367,11 +367,11 @@ def play_cells(analytics: pa.Table) -> tuple[np.ndarray, np.ndarray, list[pa.Arr
     n = analytics.num_rows
     if not n or "attributes" not in analytics.column_names:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), []
-    attributes = analytics.column("attributes")
+    content_source, *dims = map_values(analytics.column("attributes").combine_chunks(),
+                                       ("content_source", *DIMENSIONS))
     counts = pc.and_(pc.and_(pc.equal(analytics.column("event_type"), "play"),
                              pc.equal(analytics.column("source"), "PlaybackEvent")),
-                     pc.equal(pc.map_lookup(attributes, "content_source", "first"), "catalog"))
-    dims = [pc.map_lookup(attributes, d, "first") for d in DIMENSIONS]
+                     pc.equal(content_source, "catalog"))
     # ``or "unknown"``: an absent or empty value is unknown, and no title means no cell.
     dims = [pc.if_else(pc.equal(d, "").fill_null(True), "unknown", d) for d in dims]
     counts = pc.and_(counts, pc.not_equal(dims[0], "unknown")).fill_null(False)
@@ -381,6 +381,21 @@ def play_cells(analytics: pa.Table) -> tuple[np.ndarray, np.ndarray, list[pa.Arr
     taken = pa.array(rows)
     times = analytics.column("event_time").take(taken).to_numpy()
     return rows, times - times % WINDOW_MS, [pc.take(d, taken) for d in dims]
+
+
+def map_values(maps: pa.MapArray, names: Sequence[str]) -> list[pa.Array]:
+    """Per name, each map's value under that key (null where it has none): Arrow's
+    ``map_lookup``, for maps whose keys are unique, from one comparison over the flat
+    keys (several times faster)."""
+    offsets = maps.offsets.to_numpy()  # absolute positions in the (unsliced) keys
+    keys = maps.keys.slice(offsets[0], offsets[-1] - offsets[0])
+    found = []
+    for name in names:
+        hits = np.flatnonzero(np.asarray(pc.equal(keys, name))) + offsets[0]
+        where = np.full(len(maps), -1, np.int64)
+        where[np.searchsorted(offsets, hits, side="right") - 1] = hits
+        found.append(maps.items.take(pa.array(where, mask=where < 0)))
+    return found
 
 
 def _contribute(contributions: Contributions, analytics: pa.Table, subjects: list[str]) -> None:

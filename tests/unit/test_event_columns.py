@@ -19,7 +19,10 @@ import os
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams import consent, event_columns
 from streams.batch_accounting import BatchResult, Record, SubjectStore
@@ -243,3 +246,18 @@ def test_output_that_does_not_encode_is_a_dead_letter_with_none_of_its_outputs(
     outputs = [CODEC.decode(r.value)[1] for name in processor._dest_topic  # type: ignore[arg-type]
                for r in records.get(CATALOG.destination(name).name, [])]
     assert all(o.get("event_id") != spoiled[0] for o in outputs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.dictionaries(st.sampled_from("abcd"), st.text(max_size=3),
+                                                     max_size=4)), max_size=12),
+       st.integers(0, 12), st.integers(0, 12))
+def test_map_values_equal_arrow_map_lookup_on_sliced_and_null_maps(
+        maps: list[dict[str, str] | None], start: int, length: int) -> None:
+    """C20 cells read their dimensions with ``map_values``: Arrow's own lookup is the rule."""
+    array = pa.array([None if m is None else list(m.items()) for m in maps],
+                     pa.map_(pa.string(), pa.string())).slice(start, length)
+    names = ("a", "c", "z")
+    found = event_columns.map_values(array, names)
+    assert [f.to_pylist() for f in found] == [
+        pc.map_lookup(array, name, "first").to_pylist() for name in names]
