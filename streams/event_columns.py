@@ -63,9 +63,10 @@ from streams.topics import Catalog
 
 __all__ = ["COLUMNAR_FROM", "ColumnarEvents", "map_values", "play_cells"]
 
-# A schema's group of a batch smaller than this is decided by the row engine: the batch
-# engine's and encoder's kernel calls cost about as much for 1 row as for 500 (D10).
-COLUMNAR_FROM = 500
+# A schema's group of a batch smaller than this is decided by the row engine: below it the
+# batch engine's and encoder's fixed cost per group (3-7 ms) is more than the row engine's
+# 40-80 us per row; at about 100 rows the two cost the same (D13).
+COLUMNAR_FROM = 100
 _UNDER_13 = ("under_13", "C8")
 _ERASED = ("subject_erased", "C15")
 
