@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import calendar
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ ADULT = 3
 _BAND_CLASS = {"under_13": UNDER_13, "age_13_15": UNDER_16, "age_16_17": AGE_16_17, "adult": ADULT}
 
 
+@functools.cache  # a few hundred birth years; four lookups per consent record
 def _jan1_ms(year: int) -> int:
     return calendar.timegm((year, 1, 1, 0, 0, 0)) * 1000
 

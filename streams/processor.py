@@ -23,6 +23,8 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import orjson
+
 from streams import engine
 from streams.aggregates import Contributions
 from streams.batch_accounting import (
@@ -99,7 +101,7 @@ class BatchProcessor:
             kept = _kept([*store.consent_records.get(key, []), record], history)
             store.consent_records[key] = kept
             result.records.append(Record(self._catalog.consent_changelog.name, key.encode(),
-                                         json.dumps(kept, separators=(",", ":")).encode()))
+                                         orjson.dumps(kept)))
             result.outcomes["applied"] += 1
 
     def forget(self, subject_id: str, store: SubjectStore, result: BatchResult) -> None:
