@@ -35,6 +35,7 @@ from streams.batch_inputs import (
     CONVERSION_ERRORS,
     BatchRows,
     BatchStates,
+    Factored,
     PreparedSchema,
     TableRecords,
     prepare,
@@ -127,7 +128,8 @@ def decide_table(
     policy: Policy,
 ) -> BatchOutcome:
     """``decide_batch`` for events already in columns (a decoder's Arrow output: enums as
-    strings, timestamps as int64 millis); a field the table lacks reads as None."""
+    strings, timestamps as int64 millis); a field the table lacks reads as None. States and
+    keys given as ``Factored`` are taken as they are factored (the worker's lookups)."""
     prep = prepare(policy, source_schema)
     n = table.num_rows
     columns = {
@@ -145,10 +147,13 @@ def decide_table(
 def _decide_columns(prep: PreparedSchema, columns: dict[str, pa.Array], irregular: np.ndarray,
                     records: Sequence[Mapping[str, Any]], states: Sequence[SubjectState | None],
                     keys: Sequence[bytes], policy: Policy) -> BatchOutcome:
-    encoded_keys = pa.array(keys, pa.binary()).dictionary_encode()
-    distinct_keys = encoded_keys.dictionary
+    if isinstance(keys, Factored):
+        distinct_keys, key_index = pa.array(keys.values, pa.binary()), keys.codes
+    else:
+        encoded_keys = pa.array(keys, pa.binary()).dictionary_encode()
+        distinct_keys = encoded_keys.dictionary
+        key_index = encoded_keys.indices.to_numpy(zero_copy_only=False)
     short = np.asarray(pc.less(pc.binary_length(distinct_keys), MIN_KEY_BYTES))
-    key_index = encoded_keys.indices.to_numpy(zero_copy_only=False)
     irregular |= short[key_index]
     rows, subject_states = BatchRows(records, columns), BatchStates(states, policy)
     pads = pad_states(*string_buffers(distinct_keys))

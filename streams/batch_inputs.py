@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 import numpy as np
 import pyarrow as pa
@@ -26,8 +26,8 @@ from streams.errors import PolicyError
 from streams.field_plan import SchemaPlan
 from streams.policy import SERVER_FLAGS, SUBJECT_FLAGS, Policy
 
-__all__ = ["CONVERSION_ERRORS", "BatchRows", "BatchStates", "PreparedSchema", "TableRecords",
-           "as_records", "prepare", "server_switches", "to_arrow"]
+__all__ = ["CONVERSION_ERRORS", "BatchRows", "BatchStates", "Factored", "PreparedSchema",
+           "TableRecords", "as_records", "prepare", "server_switches", "to_arrow"]
 
 CONVERSION_ERRORS = (pa.ArrowException, TypeError, ValueError, OverflowError)
 
@@ -196,15 +196,42 @@ class _StateRows:
 _state_rows = _StateRows()
 
 
+T = TypeVar("T")
+
+
+class Factored(Sequence[T], Generic[T]):
+    """A per-row sequence given as its values and, per row, the index of its value: what a
+    caller that looked each subject up once passes, so the engine need not find the
+    distinct values again (values may repeat)."""
+
+    def __init__(self, values: list[T], codes: np.ndarray) -> None:
+        self.values, self.codes = values, codes  # codes: per row, the index of its value
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @overload
+    def __getitem__(self, i: int) -> T: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[T]: ...
+    def __getitem__(self, i: int | slice) -> T | list[T]:
+        if isinstance(i, slice):
+            return [self.values[j] for j in self.codes[i].tolist()]
+        return self.values[self.codes[i]]
+
+
 class BatchStates:
     """The distinct subject states of a batch, each resolved once against the policy, as
     one row of numbers per state (``_state_row``) spread over the batch's rows."""
 
     def __init__(self, states: Sequence[SubjectState | None], policy: Policy):
-        ids = np.fromiter(map(id, states), np.uint64, len(states))
-        _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
-        self.row = inverse.reshape(-1)  # per row: index of its distinct state
-        self.distinct = [states[i] for i in first.tolist()]
+        if isinstance(states, Factored):
+            self.row, self.distinct = states.codes, states.values
+        else:
+            ids = np.fromiter(map(id, states), np.uint64, len(states))
+            _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+            self.row = inverse.reshape(-1)  # per row: index of its distinct state
+            self.distinct = [states[i] for i in first.tolist()]
         self.slots = _state_rows.slots(self.distinct, policy)
         self.table = _state_rows.rows[self.slots]
         self.none = self.table[:, _NONE].astype(bool)

@@ -50,7 +50,7 @@ from streams.batch_engine import (
     BatchOutcome,
     decide_table,
 )
-from streams.batch_inputs import as_records
+from streams.batch_inputs import Factored, as_records
 from streams.batch_outputs import string_buffers
 from streams.codec import Codec, FramingError, MalformedRecordError, default_codec
 from streams.consent import SubjectState
@@ -115,11 +115,19 @@ class _Placed:
             if len(chunks) == 1 and bool(np.all(np.diff(chunks[0][0]) > 0)):
                 result.batches.append(OutputBatch(topic, chunks[0][1], chunks[0][2]))
                 continue
-            order = np.argsort(np.concatenate([c[0] for c in chunks]), kind="stable").tolist()
-            keys = [k for c in chunks for k in c[1]]
-            values = [v for c in chunks for v in c[2]]
-            result.batches.append(OutputBatch(topic, [keys[i] for i in order],
-                                              [values[i] for i in order]))
+            order = np.argsort(np.concatenate([c[0] for c in chunks]), kind="stable")
+            result.batches.append(OutputBatch(topic, _reordered([c[1] for c in chunks], order),
+                                              _reordered([c[2] for c in chunks], order)))
+
+
+def _reordered(parts: list[list[Any]], order: np.ndarray) -> list[Any]:
+    """The concatenated ``parts`` in ``order`` (object arrays: no Python loop per item)."""
+    items = np.empty(sum(map(len, parts)), object)
+    at = 0
+    for part in parts:
+        items[at:at + len(part)] = part
+        at += len(part)
+    return items[order].tolist()  # type: ignore[no-any-return]
 
 
 class ColumnarEvents:
@@ -265,9 +273,10 @@ class ColumnarEvents:
 
     def _subjects(self, table: pa.Table, subjects: list[str], times: np.ndarray,
                   owners: np.ndarray, stores: list[SubjectStore], result: BatchResult,
-                  now: int) -> tuple[list[SubjectState | None], list[bytes]]:
+                  now: int) -> tuple[Factored[SubjectState | None], Factored[bytes]]:
         """Per row its consent state at its event time (D3) and its subject key (a new
-        subject gets one, in order of first appearance), looked up once per subject."""
+        subject gets one, in order of first appearance), looked up once per subject and
+        handed over factored (per subject, and each row's subject)."""
         codes = table.column("subject_id").combine_chunks().dictionary_encode()
         pairs = (codes.indices.to_numpy(zero_copy_only=False).astype(np.int64) * len(stores)
                  + owners)
@@ -276,30 +285,34 @@ class ColumnarEvents:
         n = len(first)
         state_of: list[SubjectState | None] = [None] * n
         key_of: list[bytes] = [b""] * n
-        since = np.full(n, np.iinfo(np.int64).min)  # the one state holds from here on
+        far = int(np.iinfo(np.int64).min)
+        since = [far] * n  # the one state holds from here on
         varying = np.zeros(n, bool)  # more than one state: per row
         histories: list[Any] = [None] * n
-        for j in np.argsort(first, kind="stable").tolist():
-            r = int(first[j])
-            subject, store = subjects[r], stores[owners[r]]
+        order = np.argsort(first, kind="stable")  # first appearance: new keys in that order
+        owner_of = owners.tolist()
+        for j, r in zip(order.tolist(), first[order].tolist(), strict=True):  # per subject
+            subject, store = subjects[r], stores[owner_of[r]]
             history = histories[j] = store.histories.get(subject)
             key = store.keys.get(subject)
             key_of[j] = key if key is not None else self._acct.subject_key(subject, store,
                                                                           now, result)
-            if history is not None and len(history.times) == 1:
-                state_of[j], since[j] = history.states[0], history.times[0]
-            elif history is not None:
-                varying[j] = True
-        rows = inverse.tolist()
-        states = [state_of[j] for j in rows]
-        for r in np.flatnonzero(varying[inverse] | (times < since[inverse])).tolist():
-            history = histories[rows[r]]
-            states[r] = history.at(int(times[r])) if history is not None else None
-        return states, [key_of[j] for j in rows]
+            if history is not None:
+                if len(history.times) == 1:
+                    state_of[j], since[j] = history.states[0], history.times[0]
+                else:
+                    varying[j] = True
+        state_index = inverse.copy()
+        late = times < np.array(since, np.int64)[inverse]
+        for r in np.flatnonzero(varying[inverse] | late).tolist():
+            history = histories[inverse[r]]
+            state_index[r] = len(state_of)  # this row's own state
+            state_of.append(history.at(int(times[r])) if history is not None else None)
+        return Factored(state_of, state_index), Factored(key_of, inverse)
 
     def _decide_rows(self, schema: str, table: pa.Table, index: np.ndarray,
-                     subjects: list[str], states: list[SubjectState | None],
-                     subject_keys: list[bytes], messages: list[Message], placed: _Placed,
+                     subjects: list[str], states: Sequence[SubjectState | None],
+                     subject_keys: Sequence[bytes], messages: list[Message], placed: _Placed,
                      result: BatchResult) -> None:
         """A small group: ``engine.decide`` and ``codec.encode`` per row, the same outcomes
         (an output that does not encode makes a dead letter here too)."""

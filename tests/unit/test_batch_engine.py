@@ -12,6 +12,7 @@ import random
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from streams import batch_inputs, consent, engine, pseudonym
 from streams.arrow_avro import encode_bodies
 from streams.batch_engine import DELETE_SUBJECT, ROUTED, decide_batch, decide_table
+from streams.batch_inputs import Factored
 from streams.bench_policy import build_workload
 from streams.codec import default_codec
 from streams.consent import SubjectState
@@ -97,11 +99,18 @@ def check_same_from_arrow(schema: str, records: list[dict[str, Any]],
                           states: list[SubjectState | None], keys: list[bytes]) -> None:
     """decide_table on the records as a decoder's Arrow table decides as decide_batch."""
     from_dicts = decide_batch(schema, records, states, keys, POLICY)
-    from_table = decide_table(schema, pa.Table.from_pylist(records), states, keys, POLICY)
-    assert [from_table.outcome(i) for i in range(len(records))] == [
-        from_dicts.outcome(i) for i in range(len(records))]
-    for a, b in zip(from_dicts.tables, from_table.tables, strict=True):
-        assert a.table.equals(b.table) and a.rows.tolist() == b.rows.tolist()
+    table = pa.Table.from_pylist(records)
+    # The worker hands states and keys over factored (each value once, and per row its
+    # code): the same decisions. Values may repeat; the codes here are reversed on purpose.
+    n = len(records)
+    codes = np.arange(n)[::-1].copy()
+    factored = decide_table(schema, table, Factored(states[::-1], codes),
+                            Factored(keys[::-1] + keys[:1], codes), POLICY)
+    for from_table in (decide_table(schema, table, states, keys, POLICY), factored):
+        assert [from_table.outcome(i) for i in range(n)] == [
+            from_dicts.outcome(i) for i in range(n)]
+        for a, b in zip(from_dicts.tables, from_table.tables, strict=True):
+            assert a.table.equals(b.table) and a.rows.tolist() == b.rows.tolist()
 
 
 def reachable() -> set[Variant]:
