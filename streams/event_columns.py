@@ -127,7 +127,7 @@ def _reordered(parts: list[list[Any]], order: np.ndarray) -> list[Any]:
     for part in parts:
         items[at:at + len(part)] = part
         at += len(part)
-    return items[order].tolist()  # type: ignore[no-any-return]
+    return items[order].tolist()
 
 
 class ColumnarEvents:
