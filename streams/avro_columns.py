@@ -282,8 +282,10 @@ def _run(program: _Program, buf: np.ndarray, starts: np.ndarray, ends: np.ndarra
 
 
 def _table(program: _Program, buf: np.ndarray, out: _Decoded) -> pa.Table:
-    """The kernel's outputs as Arrow arrays (numbers zero-copy, strings gathered once)."""
+    """The kernel's outputs as Arrow arrays (numbers zero-copy, strings gathered once, all
+    of a row's together)."""
     r, arrays = out.n, []
+    offsets, data, base = k.gather_rows(buf, out.spans, r)
     for f, (kind, null_branch, slot, _) in enumerate(program.rows.tolist()):
         type_ = program.schema.field(f).type
         present = out.valid[f, :r].view(np.bool_)
@@ -300,7 +302,9 @@ def _table(program: _Program, buf: np.ndarray, out: _Decoded) -> pa.Table:
         elif kind in _FLOAT_KINDS:
             arrays.append(_fixed(pa.float64(), r, bitmap, out.floats[slot, :r]))
         elif kind in _SPAN_KINDS:
-            arrays.append(_strings(type_, buf, out.spans[slot], r, bitmap))
+            arrays.append(pa.Array.from_buffers(type_, r, [
+                bitmap, pa.py_buffer(offsets[slot]),
+                pa.py_buffer(data[base[slot]:base[slot + 1]])]))
         else:
             arrays.append(_collection(kind, type_, buf, out, slot, nulls))
     return pa.Table.from_arrays(arrays, schema=program.schema)

@@ -302,6 +302,36 @@ def gather(buf: np.ndarray, spans: np.ndarray, n: int) -> tuple[np.ndarray, np.n
 
 
 @njit(cache=True, nogil=True)
+def gather_rows(buf: np.ndarray, spans: np.ndarray, n: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``gather`` of the first ``n`` spans of every slot of ``spans`` (slot, row, 2) in one
+    pass over the rows, so each message is read while it is in cache (column by column,
+    every column walks the whole batch's bytes again: about 2x slower). Returns per slot
+    its Arrow offsets (slot, n + 1), one data buffer, and where each slot's data starts
+    (slot + 1)."""
+    slots = spans.shape[0]
+    base = np.zeros(slots + 1, np.int64)
+    for s in range(slots):
+        total = 0
+        for r in range(n):
+            total += spans[s, r, 1]
+        base[s + 1] = base[s] + total
+    offsets = np.empty((slots, n + 1), np.int32)
+    data = np.empty(base[slots], np.uint8)
+    at = base[:slots].copy()
+    for r in range(n):
+        for s in range(slots):
+            start, length, o = spans[s, r, 0], spans[s, r, 1], at[s]
+            offsets[s, r] = o - base[s]
+            for j in range(length):
+                data[o + j] = buf[start + j]
+            at[s] = o + length
+    for s in range(slots):
+        offsets[s, n] = at[s] - base[s]
+    return offsets, data, base
+
+
+@njit(cache=True, nogil=True)
 def headers(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Each message's schema id, or -1 when it is too short or its magic byte is not 0."""
     ids = np.empty(starts.shape[0], np.int64)

@@ -167,3 +167,20 @@ def test_maps_outgrowing_the_first_guess_of_room() -> None:
     native = assert_same([CODEC.encode("AnalyticsEvent", analytics)] * 3)
     assert native.parts[0].table.column("attributes").to_pylist()[2] == list(
         analytics["attributes"].items())
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 90), st.integers(0, 10)), min_size=3,
+                         max_size=3), max_size=20), st.integers(0, 5))
+def test_gathering_all_slots_row_by_row_equals_gathering_each_slot(
+        rows: list[list[tuple[int, int]]], spare: int) -> None:
+    """The decoder gathers every string column in one pass over the rows: the same offsets
+    and bytes per column as gathering each column alone (rows past ``n`` are ignored)."""
+    buf = np.frombuffer(bytes(range(100)), np.uint8)
+    spans = np.array(rows + [[(0, 9)] * 3] * spare, np.int64).reshape(-1, 3, 2)
+    spans = np.ascontiguousarray(spans.transpose(1, 0, 2))  # (slot, row, 2)
+    offsets, data, base = avro_kernel.gather_rows(buf, spans, len(rows))
+    for slot in range(3):
+        want_offsets, want_data = avro_kernel.gather(buf, spans[slot], len(rows))
+        assert offsets[slot].tolist() == want_offsets.tolist()
+        assert data[base[slot]:base[slot + 1]].tobytes() == want_data.tobytes()
