@@ -378,23 +378,25 @@ def _strings(table: pa.Table, name: str) -> list[Any]:
 def play_cells(analytics: pa.Table) -> tuple[np.ndarray, np.ndarray, list[pa.Array]]:
     """``aggregates.cell_of`` over a table of analytics records: the rows that count in a
     cell, their windows and their dimension columns."""
-    n = analytics.num_rows
-    if not n or "attributes" not in analytics.column_names:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), []
-    content_source, *dims = map_values(analytics.column("attributes").combine_chunks(),
-                                       ("content_source", *DIMENSIONS))
-    counts = pc.and_(pc.and_(pc.equal(analytics.column("event_type"), "play"),
-                             pc.equal(analytics.column("source"), "PlaybackEvent")),
-                     pc.equal(content_source, "catalog"))
+    none: tuple[np.ndarray, np.ndarray, list[pa.Array]] = (
+        np.zeros(0, np.int64), np.zeros(0, np.int64), [])
+    if not analytics.num_rows or "attributes" not in analytics.column_names:
+        return none
+    plays = pc.and_(pc.equal(analytics.column("event_type"), "play"),
+                    pc.equal(analytics.column("source"), "PlaybackEvent")).fill_null(False)
+    rows = np.flatnonzero(np.asarray(plays))  # a small part: read only their attributes
+    if not len(rows):
+        return none
+    attributes = analytics.column("attributes").take(pa.array(rows)).combine_chunks()
+    content_source, *dims = map_values(attributes, ("content_source", *DIMENSIONS))
     # ``or "unknown"``: an absent or empty value is unknown, and no title means no cell.
     dims = [pc.if_else(pc.equal(d, "").fill_null(True), "unknown", d) for d in dims]
-    counts = pc.and_(counts, pc.not_equal(dims[0], "unknown")).fill_null(False)
-    rows = np.flatnonzero(np.asarray(counts))
-    if not len(rows):
-        return rows, np.zeros(0, np.int64), []
-    taken = pa.array(rows)
-    times = analytics.column("event_time").take(taken).to_numpy()
-    return rows, times - times % WINDOW_MS, [pc.take(d, taken) for d in dims]
+    counts = pc.and_(pc.equal(content_source, "catalog"),
+                     pc.not_equal(dims[0], "unknown")).fill_null(False)
+    kept = pa.array(np.flatnonzero(np.asarray(counts)))
+    rows = rows[kept.to_numpy()]
+    times = analytics.column("event_time").take(pa.array(rows)).to_numpy()
+    return rows, times - times % WINDOW_MS, [pc.take(d, kept) for d in dims]
 
 
 def map_values(maps: pa.MapArray, names: Sequence[str]) -> list[pa.Array]:
