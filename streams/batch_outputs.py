@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from streams.field_plan import FieldStep, RecordLayout
 from streams.generalize import HOUR_MS, METHODS
 from streams.hmac_kernel import pseudonyms
+from streams.map_kernel import map_array
 
 __all__ = ["OutputContext", "SharedColumns", "UnbuildableRows", "build_table", "cast_to"]
 
@@ -174,26 +175,15 @@ def _ordered_steps(layouts: Sequence[RecordLayout], variants: Sequence[int], tar
     return union
 
 
-Entry = tuple[str, pa.Array, np.ndarray, np.ndarray]  # name, values, position per row, present
+Entry = tuple[str, pa.Array, bool, np.ndarray]  # name, values, one per output row, present
 
 
-def _map(entries: list[Entry], n: int, value_type: pa.DataType) -> pa.Array:
+def _map(entries: list[Entry], rows: np.ndarray, value_type: pa.DataType) -> pa.Array:
     """A map per row holding its present entries, in ``entries`` order."""
-    offsets = np.zeros(n + 1, np.int32)
-    if not entries:
-        return pa.MapArray.from_arrays(offsets, pa.array([], pa.string()),
-                                       pa.array([], value_type))
-    present = np.stack([e[3] for e in entries], axis=1)
-    flat = np.flatnonzero(present)  # row-major: a row's entries together, in entry order
-    width = len(entries)
-    np.cumsum(present.sum(axis=1), out=offsets[1:])
-    columns = [cast_to(e[1], value_type) for e in entries]
-    bases = np.cumsum([0] + [len(c) for c in columns[:-1]])
-    # Per (row, entry): where its value is in the concatenated columns; flat indexes it.
-    where = np.stack([e[2] for e in entries], axis=1) + bases
-    names = pa.array([e[0] for e in entries], pa.string())
-    items = pa.concat_arrays(columns).take(pa.array(where.ravel()[flat]))
-    return pa.MapArray.from_arrays(offsets, names.take(pa.array(flat % width)), items)
+    present = (np.stack([e[3] for e in entries], axis=1) if entries
+               else np.zeros((len(rows), 0), bool))
+    return map_array([e[0] for e in entries], [cast_to(e[1], value_type) for e in entries],
+                     [e[2] for e in entries], rows, present, value_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,35 +226,36 @@ def build_table(layouts: Sequence[RecordLayout], rows: np.ndarray, variants: np.
                            kind="stable")
         return pa.concat_tables(parts).take(pa.array(order))
     n, ctx = len(rows), shared.ctx
-    entries: dict[FieldStep, tuple[pa.Array, np.ndarray, np.ndarray]] = {}
+    # step -> its values, whether they are one per output row (else per input row), present
+    entries: dict[FieldStep, tuple[pa.Array, bool, np.ndarray]] = {}
     for step, in_variants in plan.steps:
         present = in_variants[variants]
-        if step.handling == "pseudonymize":  # per destination domain: only these rows
+        local = step.handling == "pseudonymize"  # per destination domain: only these rows
+        if local:
             assert step.arg is not None
-            values = _pseudonyms(ctx.columns[step.field], rows, ctx.key_index[rows], ctx,
-                                 step.arg)
-            values, positions = _convert(step, values), np.arange(n)
+            values = _convert(step, _pseudonyms(ctx.columns[step.field], rows,
+                                                ctx.key_index[rows], ctx, step.arg))
         else:
-            values, positions = shared.values(step), rows
+            values = shared.values(step)
         if values.null_count:
-            present = present & np.asarray(values.is_valid())[positions]
-        entries[step] = (values, positions, present)
+            valid = np.asarray(values.is_valid())
+            present = present & (valid if local else valid[rows])
+        entries[step] = (values, local, present)
     columns = []
     for name, source, default in layouts[present_variants[0]].top:
         field_type = schema.field(name).type
         if source in ("attributes", "measures"):
             target = "a" if source == "attributes" else "m"
-            column = _map([(s.out_name, *entries[s]) for s in plan.orders[target] or ()], n,
+            column = _map([(s.out_name, *entries[s]) for s in plan.orders[target] or ()], rows,
                           field_type.item_type)
         elif source in ("region", "version", "source"):
             constant = {"region": ctx.region, "version": ctx.version}.get(source, default)
             column = pa.repeat(pa.scalar(constant, field_type), n)
         else:
             candidates = []
-            for s, (values, positions, present) in entries.items():
+            for s, (values, local, present) in entries.items():
                 if s.target == "o" and s.out_name == name:
-                    local_values = s.handling == "pseudonymize"  # already one per row
-                    taken = values if local_values else values.take(positions)
+                    taken = values if local else values.take(rows)
                     if not present.all():
                         taken = pc.if_else(present, taken, None)
                     candidates.append(cast_to(taken, field_type))
