@@ -5,8 +5,10 @@ same ``RecordLayout`` and makes each output column once for all rows of a batch.
 Pseudonyms are hashed for a whole column in one native call (``hmac_kernel``, the same
 values as ``pseudonym.pseudonymize``; no cache, so nothing derived outlives a batch),
 generalizers run once per distinct value with the functions of ``streams.generalize``,
-except ``timestamp_hour``, whose arithmetic is exact in numpy. Map entries keep the
-builder's insertion order (always-present entries first), which Avro writes as is.
+except ``timestamp_hour``, whose arithmetic is exact in numpy, and ``ip_prefix`` and
+``postal_region``, parsed natively (``generalize_kernel``) wherever that is exact. Map
+entries keep the builder's insertion order (always-present entries first), which Avro
+writes as is; ``map_kernel`` writes each map in one pass.
 
 A generalizer that raises for a value raises ``UnbuildableRows`` naming the rows that
 hold it: the batch engine hands those rows to the row engine, whose answer is the rule.
@@ -24,6 +26,8 @@ import pyarrow.compute as pc
 
 from streams.field_plan import FieldStep, RecordLayout
 from streams.generalize import HOUR_MS, METHODS
+from streams.generalize_kernel import METHODS as NATIVE_METHODS
+from streams.generalize_kernel import generalized
 from streams.hmac_kernel import pseudonyms
 from streams.map_kernel import map_array
 
@@ -71,36 +75,22 @@ def _pseudonyms(column: pa.Array, rows: np.ndarray, key_index: np.ndarray,
     return pc.if_else(pa.array(np.asarray(column.is_valid())[rows]), result, None)
 
 
-_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-# A dotted IPv4 address in canonical form (no leading zeros): its /24 is a rewrite of the
-# text, exactly what ``ip_prefix`` returns for it; any other value takes ``ip_prefix``.
-_CANONICAL_IPV4 = rf"^({_OCTET}\.{_OCTET}\.{_OCTET})\.{_OCTET}$"
-
-
 def _generalized(values: pa.Array, method: str, rows: np.ndarray) -> pa.Array:
     if method == "timestamp_hour":  # numpy's % on int64 has Python's sign rule, as the function
         v = values.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
         return pa.array(v - v % HOUR_MS, pa.int64(), mask=~np.asarray(values.is_valid()))
-    if method == "ip_prefix":
-        exact = pc.match_substring_regex(values, _CANONICAL_IPV4)
-        return _vectorized(values, exact, pc.replace_substring_regex(
-            values, _CANONICAL_IPV4, r"\1.0/24"), method, rows)
-    if method == "postal_region":  # ASCII: isalnum is [A-Za-z0-9], upper() is ASCII's
-        chars = pc.ascii_upper(pc.replace_substring_regex(values, "[^A-Za-z0-9]", ""))
-        region = pc.if_else(pc.greater_equal(pc.binary_length(chars), 3),
-                            pc.utf8_slice_codeunits(chars, 0, 3), pa.scalar(None, pa.string()))
-        return _vectorized(values, pc.string_is_ascii(values), region, method, rows)
+    if method in NATIVE_METHODS:
+        return _vectorized(values, *generalized(values, method), method, rows)
     return _per_value(values, METHODS[method][0], rows)
 
 
-def _vectorized(values: pa.Array, exact: pa.Array, results: pa.Array, method: str,
+def _vectorized(values: pa.Array, results: pa.Array, exact: np.ndarray, method: str,
                 rows: np.ndarray) -> pa.Array:
     """``results`` where ``exact`` holds (a kernel's answer there is the function's), the
-    function once per distinct value elsewhere; nulls stay null."""
-    exact = exact.fill_null(True)  # a null value's result is null either way
-    if not exact.false_count:
+    function once per distinct value elsewhere."""
+    if exact.all():
         return results
-    other = np.flatnonzero(~np.asarray(exact))
+    other = np.flatnonzero(~exact)
     found = _per_value(values.take(other), METHODS[method][0], rows[other])
     where = np.arange(len(values))
     where[other] = len(values) + np.arange(len(other))
