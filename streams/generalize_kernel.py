@@ -25,7 +25,9 @@ from numba import njit
 
 __all__ = ["generalized"]
 
+IP_PREFIX, POSTAL_REGION = 0, 1
 _IP_SUFFIX = np.frombuffer(b".0/24", np.uint8)
+_LONGEST = (len("255.255.255.0/24"), 3)  # bytes of a result, per method
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -34,37 +36,50 @@ def _digit(b: int) -> bool:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _ip_prefix(data: np.ndarray, start: int, end: int, octets: np.ndarray) -> tuple[int, bool]:
-    """The byte count of the /24 of ``data[start:end]`` (its octets in ``octets``), -1 for
-    None; False if it holds ``:`` (IPv6, not answered here)."""
-    for i in range(start, end):
-        if data[i] == 58:  # ':'
-            return -1, False
-    part, digits, value = 0, 0, 0
-    for i in range(start, end + 1):
-        if i < end and _digit(data[i]):
-            digits += 1
-            value = value * 10 + data[i] - 48
-            if digits > 3:
-                return -1, True
-            continue
-        if digits == 0 or value > 255 or (i < end and data[i] != 46):  # 46 is '.'
-            return -1, True
-        if part == 4:
-            return -1, True
-        octets[part] = value
-        part, digits, value = part + 1, 0, 0
-    if part != 4:
-        return -1, True
-    size = 5 + 2  # three octets' digits, two dots, then ".0/24"
-    for p in range(3):
-        size += 1 if octets[p] < 10 else (2 if octets[p] < 100 else 3)
-    return size, True
+def _has_colon(data: np.ndarray, start: int, end: int) -> bool:
+    for i in range(start, end):  # noqa: SIM110  (a loop: no generator in compiled code)
+        if data[i] == 58:
+            return True
+    return False
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _postal_region(data: np.ndarray, start: int, end: int, chars: np.ndarray) -> tuple[int, bool]:
-    """3 with the region of ``data[start:end]`` in ``chars``, -1 for None; False if a
+def _ip_prefix(data: np.ndarray, start: int, end: int, out: np.ndarray, at: int
+               ) -> tuple[int, bool]:
+    """Write the /24 of ``data[start:end]`` at ``out[at]``: its size (-1 for None), and
+    False if the value holds ``:`` (IPv6, not answered here). Each octet's digits are
+    copied as parsed; a leading zero is dropped by rewinding (``int()`` drops them)."""
+    part, digits, value, p = 0, 0, 0, at
+    for i in range(start, end + 1):
+        b = data[i] if i < end else 46  # the end closes the last octet as a dot would
+        if _digit(b):
+            digits += 1
+            value = value * 10 + b - 48
+            if digits > 3:
+                return -1, not _has_colon(data, start, end)
+            if part < 3:
+                if p > at and out[p - 1] == 48 and (p - 1 == at or out[p - 2] == 46):
+                    p -= 1  # the octet so far is a lone zero: this digit replaces it
+                out[p] = b
+                p += 1
+            continue
+        if b != 46 or digits == 0 or value > 255 or part == 4:
+            return -1, not _has_colon(data, start, end)
+        if part < 2:
+            out[p] = 46
+            p += 1
+        part, digits, value = part + 1, 0, 0
+    if part != 4:
+        return -1, True  # no ':' can be here: every byte was a digit or a dot
+    for q in range(5):
+        out[p + q] = _IP_SUFFIX[q]
+    return p + 5 - at, True
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _postal_region(data: np.ndarray, start: int, end: int, out: np.ndarray, at: int
+                   ) -> tuple[int, bool]:
+    """Write the region of ``data[start:end]`` at ``out[at]``: 3, -1 for None; False if a
     non-ASCII byte comes first."""
     found = 0
     for i in range(start, end):
@@ -72,9 +87,9 @@ def _postal_region(data: np.ndarray, start: int, end: int, chars: np.ndarray) ->
         if b >= 128:
             return -1, False
         if _digit(b) or 65 <= b <= 90:
-            chars[found] = b
+            out[at + found] = b
         elif 97 <= b <= 122:
-            chars[found] = b - 32
+            out[at + found] = b - 32
         else:
             continue
         found += 1
@@ -83,56 +98,31 @@ def _postal_region(data: np.ndarray, start: int, end: int, chars: np.ndarray) ->
     return -1, True
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _write_octet(out: np.ndarray, at: int, value: int) -> int:
-    if value >= 100:
-        out[at] = 48 + value // 100
-        at += 1
-    if value >= 10:
-        out[at] = 48 + value // 10 % 10
-        at += 1
-    out[at] = 48 + value % 10
-    return at + 1
-
-
 @njit(cache=True, nogil=True)
-def _run(method: int, data: np.ndarray, offsets: np.ndarray, suffix: np.ndarray
+def _run(method: int, data: np.ndarray, offsets: np.ndarray
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(int32 result offsets, result bytes, valid, exact) per value of a string array
-    (``offsets`` from its first value, one more than values)."""
+    (``offsets`` from its first value, one more than values). One pass: the bytes are
+    written where the result goes, into room for the longest result per value."""
     n = len(offsets) - 1
-    sizes = np.empty(n, np.int64)
     exact = np.empty(n, np.bool_)
-    parts = np.empty(4, np.int64)
-    out_offsets = np.zeros(n + 1, np.int32)
+    valid = np.empty(n, np.bool_)
+    out_offsets = np.empty(n + 1, np.int32)
+    out = np.empty(n * _LONGEST[method], np.uint8)
+    at = 0
     for r in range(n):
-        if method == 0:
-            sizes[r], exact[r] = _ip_prefix(data, offsets[r], offsets[r + 1], parts)
+        out_offsets[r] = at
+        if method == IP_PREFIX:
+            size, exact[r] = _ip_prefix(data, offsets[r], offsets[r + 1], out, at)
         else:
-            sizes[r], exact[r] = _postal_region(data, offsets[r], offsets[r + 1], parts)
-        out_offsets[r + 1] = out_offsets[r] + max(sizes[r], 0)
-    out = np.empty(out_offsets[n], np.uint8)
-    for r in range(n):
-        if sizes[r] <= 0:
-            continue
-        at = out_offsets[r]
-        if method == 0:
-            _ip_prefix(data, offsets[r], offsets[r + 1], parts)
-            for p in range(3):
-                at = _write_octet(out, at, parts[p])
-                if p < 2:
-                    out[at] = 46
-                    at += 1
-            for q in range(len(suffix)):
-                out[at + q] = suffix[q]
-        else:
-            _postal_region(data, offsets[r], offsets[r + 1], parts)
-            for q in range(3):
-                out[at + q] = parts[q]
-    return out_offsets, out, sizes > 0, exact
+            size, exact[r] = _postal_region(data, offsets[r], offsets[r + 1], out, at)
+        valid[r] = size > 0
+        at += max(size, 0)
+    out_offsets[n] = at
+    return out_offsets, out, valid, exact
 
 
-METHODS = {"ip_prefix": 0, "postal_region": 1}
+METHODS = {"ip_prefix": IP_PREFIX, "postal_region": POSTAL_REGION}
 
 
 def generalized(values: pa.Array, method: str) -> tuple[pa.Array, np.ndarray]:
@@ -142,7 +132,7 @@ def generalized(values: pa.Array, method: str) -> tuple[pa.Array, np.ndarray]:
     n = len(values)
     starts = np.frombuffer(offsets, np.int32, n + 1, values.offset * 4).astype(np.int64)
     raw = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
-    out_offsets, out, valid, exact = _run(METHODS[method], raw, starts, _IP_SUFFIX)
+    out_offsets, out, valid, exact = _run(METHODS[method], raw, starts)
     present = np.asarray(values.is_valid()) if values.null_count else None
     if present is not None:
         valid &= present
