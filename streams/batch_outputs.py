@@ -218,13 +218,18 @@ def build_table(layouts: Sequence[RecordLayout], rows: np.ndarray, variants: np.
     n, ctx = len(rows), shared.ctx
     # step -> its values, whether they are one per output row (else per input row), present
     entries: dict[FieldStep, tuple[pa.Array, bool, np.ndarray]] = {}
+    # Most steps are in the same variants: one mask per set of variants, not per step.
+    masks: dict[bytes, np.ndarray] = {}
+    key_index = ctx.key_index[rows]
     for step, in_variants in plan.steps:
-        present = in_variants[variants]
+        present = masks.get(in_variants.tobytes())
+        if present is None:
+            present = masks[in_variants.tobytes()] = in_variants[variants]
         local = step.handling == "pseudonymize"  # per destination domain: only these rows
         if local:
             assert step.arg is not None
-            values = _convert(step, _pseudonyms(ctx.columns[step.field], rows,
-                                                ctx.key_index[rows], ctx, step.arg))
+            values = _convert(step, _pseudonyms(ctx.columns[step.field], rows, key_index, ctx,
+                                                step.arg))
         else:
             values = shared.values(step)
         if values.null_count:
