@@ -132,9 +132,10 @@ def decide_table(
     keys given as ``Factored`` are taken as they are factored (the worker's lookups)."""
     prep = prepare(policy, source_schema)
     n = table.num_rows
+    present = set(table.column_names)
     columns = {
-        f.name: (cast_to(table.column(f.name).combine_chunks(), f.type)
-                 if f.name in table.column_names else pa.nulls(n, f.type))
+        f.name: (cast_to(_one_array(table.column(f.name)), f.type)
+                 if f.name in present else pa.nulls(n, f.type))
         for f in prep.struct
     }
     irregular = np.zeros(n, bool)
@@ -142,6 +143,11 @@ def decide_table(
         if columns[name].null_count:
             irregular |= ~np.asarray(columns[name].is_valid())
     return _decide_columns(prep, columns, irregular, TableRecords(table), states, keys, policy)
+
+
+def _one_array(column: pa.ChunkedArray) -> pa.Array:
+    """The column as one array: its chunk if it has one (``combine_chunks`` copies it)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _decide_columns(prep: PreparedSchema, columns: dict[str, pa.Array], irregular: np.ndarray,

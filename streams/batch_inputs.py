@@ -95,12 +95,17 @@ class BatchRows:
 
     def __init__(self, records: Sequence[Mapping[str, Any]], columns: Mapping[str, pa.Array]):
         self.records, self.columns, self.n = records, columns, len(records)
-        if isinstance(records, TableRecords):  # the table is all there is: others are None
+        # The table is all there is: a field it lacks is None in every row (never in a
+        # value set, never truthy).
+        self.from_table = isinstance(records, TableRecords)
+        if self.from_table:
             self.records = [{}] * self.n
 
     def isin(self, name: str, values: frozenset[str]) -> np.ndarray:
         column = self.columns.get(name)
         if column is None or not pa.types.is_string(column.type):
+            if self.from_table:
+                return np.zeros(self.n, bool)
             return np.fromiter((r.get(name) in values for r in self.records), bool, self.n)
         found = pc.is_in(column, value_set=pa.array(sorted(values), pa.string()))
         return np.asarray(found.fill_null(False))
@@ -108,6 +113,8 @@ class BatchRows:
     def truthy(self, name: str) -> np.ndarray:
         column = self.columns.get(name)
         if column is None or not pa.types.is_boolean(column.type):
+            if self.from_table:
+                return np.zeros(self.n, bool)
             return np.fromiter((bool(r.get(name)) for r in self.records), bool, self.n)
         return np.asarray(column.fill_null(False))
 

@@ -5,8 +5,10 @@ same ``RecordLayout`` and makes each output column once for all rows of a batch.
 Pseudonyms are hashed for a whole column in one native call (``hmac_kernel``, the same
 values as ``pseudonym.pseudonymize``; no cache, so nothing derived outlives a batch),
 generalizers run once per distinct value with the functions of ``streams.generalize``,
-except ``timestamp_hour``, whose arithmetic is exact in numpy. Map entries keep the
-builder's insertion order (always-present entries first), which Avro writes as is.
+except ``timestamp_hour``, whose arithmetic is exact in numpy, and ``ip_prefix`` and
+``postal_region``, parsed natively (``generalize_kernel``) wherever that is exact. Map
+entries keep the builder's insertion order (always-present entries first), which Avro
+writes as is; ``map_kernel`` writes each map in one pass.
 
 A generalizer that raises for a value raises ``UnbuildableRows`` naming the rows that
 hold it: the batch engine hands those rows to the row engine, whose answer is the rule.
@@ -24,7 +26,10 @@ import pyarrow.compute as pc
 
 from streams.field_plan import FieldStep, RecordLayout
 from streams.generalize import HOUR_MS, METHODS
+from streams.generalize_kernel import METHODS as NATIVE_METHODS
+from streams.generalize_kernel import generalized
 from streams.hmac_kernel import pseudonyms
+from streams.map_kernel import map_array
 
 __all__ = ["OutputContext", "SharedColumns", "UnbuildableRows", "build_table", "cast_to"]
 
@@ -70,36 +75,22 @@ def _pseudonyms(column: pa.Array, rows: np.ndarray, key_index: np.ndarray,
     return pc.if_else(pa.array(np.asarray(column.is_valid())[rows]), result, None)
 
 
-_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-# A dotted IPv4 address in canonical form (no leading zeros): its /24 is a rewrite of the
-# text, exactly what ``ip_prefix`` returns for it; any other value takes ``ip_prefix``.
-_CANONICAL_IPV4 = rf"^({_OCTET}\.{_OCTET}\.{_OCTET})\.{_OCTET}$"
-
-
 def _generalized(values: pa.Array, method: str, rows: np.ndarray) -> pa.Array:
     if method == "timestamp_hour":  # numpy's % on int64 has Python's sign rule, as the function
         v = values.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
         return pa.array(v - v % HOUR_MS, pa.int64(), mask=~np.asarray(values.is_valid()))
-    if method == "ip_prefix":
-        exact = pc.match_substring_regex(values, _CANONICAL_IPV4)
-        return _vectorized(values, exact, pc.replace_substring_regex(
-            values, _CANONICAL_IPV4, r"\1.0/24"), method, rows)
-    if method == "postal_region":  # ASCII: isalnum is [A-Za-z0-9], upper() is ASCII's
-        chars = pc.ascii_upper(pc.replace_substring_regex(values, "[^A-Za-z0-9]", ""))
-        region = pc.if_else(pc.greater_equal(pc.binary_length(chars), 3),
-                            pc.utf8_slice_codeunits(chars, 0, 3), pa.scalar(None, pa.string()))
-        return _vectorized(values, pc.string_is_ascii(values), region, method, rows)
+    if method in NATIVE_METHODS:
+        return _vectorized(values, *generalized(values, method), method, rows)
     return _per_value(values, METHODS[method][0], rows)
 
 
-def _vectorized(values: pa.Array, exact: pa.Array, results: pa.Array, method: str,
+def _vectorized(values: pa.Array, results: pa.Array, exact: np.ndarray, method: str,
                 rows: np.ndarray) -> pa.Array:
     """``results`` where ``exact`` holds (a kernel's answer there is the function's), the
-    function once per distinct value elsewhere; nulls stay null."""
-    exact = exact.fill_null(True)  # a null value's result is null either way
-    if not exact.false_count:
+    function once per distinct value elsewhere."""
+    if exact.all():
         return results
-    other = np.flatnonzero(~np.asarray(exact))
+    other = np.flatnonzero(~exact)
     found = _per_value(values.take(other), METHODS[method][0], rows[other])
     where = np.arange(len(values))
     where[other] = len(values) + np.arange(len(other))
@@ -174,26 +165,15 @@ def _ordered_steps(layouts: Sequence[RecordLayout], variants: Sequence[int], tar
     return union
 
 
-Entry = tuple[str, pa.Array, np.ndarray, np.ndarray]  # name, values, position per row, present
+Entry = tuple[str, pa.Array, bool, np.ndarray]  # name, values, one per output row, present
 
 
-def _map(entries: list[Entry], n: int, value_type: pa.DataType) -> pa.Array:
+def _map(entries: list[Entry], rows: np.ndarray, value_type: pa.DataType) -> pa.Array:
     """A map per row holding its present entries, in ``entries`` order."""
-    offsets = np.zeros(n + 1, np.int32)
-    if not entries:
-        return pa.MapArray.from_arrays(offsets, pa.array([], pa.string()),
-                                       pa.array([], value_type))
-    present = np.stack([e[3] for e in entries], axis=1)
-    flat = np.flatnonzero(present)  # row-major: a row's entries together, in entry order
-    width = len(entries)
-    np.cumsum(present.sum(axis=1), out=offsets[1:])
-    columns = [cast_to(e[1], value_type) for e in entries]
-    bases = np.cumsum([0] + [len(c) for c in columns[:-1]])
-    # Per (row, entry): where its value is in the concatenated columns; flat indexes it.
-    where = np.stack([e[2] for e in entries], axis=1) + bases
-    names = pa.array([e[0] for e in entries], pa.string())
-    items = pa.concat_arrays(columns).take(pa.array(where.ravel()[flat]))
-    return pa.MapArray.from_arrays(offsets, names.take(pa.array(flat % width)), items)
+    present = (np.stack([e[3] for e in entries], axis=1) if entries
+               else np.zeros((len(rows), 0), bool))
+    return map_array([e[0] for e in entries], [cast_to(e[1], value_type) for e in entries],
+                     [e[2] for e in entries], rows, present, value_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,35 +216,41 @@ def build_table(layouts: Sequence[RecordLayout], rows: np.ndarray, variants: np.
                            kind="stable")
         return pa.concat_tables(parts).take(pa.array(order))
     n, ctx = len(rows), shared.ctx
-    entries: dict[FieldStep, tuple[pa.Array, np.ndarray, np.ndarray]] = {}
+    # step -> its values, whether they are one per output row (else per input row), present
+    entries: dict[FieldStep, tuple[pa.Array, bool, np.ndarray]] = {}
+    # Most steps are in the same variants: one mask per set of variants, not per step.
+    masks: dict[bytes, np.ndarray] = {}
+    key_index = ctx.key_index[rows]
     for step, in_variants in plan.steps:
-        present = in_variants[variants]
-        if step.handling == "pseudonymize":  # per destination domain: only these rows
+        present = masks.get(in_variants.tobytes())
+        if present is None:
+            present = masks[in_variants.tobytes()] = in_variants[variants]
+        local = step.handling == "pseudonymize"  # per destination domain: only these rows
+        if local:
             assert step.arg is not None
-            values = _pseudonyms(ctx.columns[step.field], rows, ctx.key_index[rows], ctx,
-                                 step.arg)
-            values, positions = _convert(step, values), np.arange(n)
+            values = _convert(step, _pseudonyms(ctx.columns[step.field], rows, key_index, ctx,
+                                                step.arg))
         else:
-            values, positions = shared.values(step), rows
+            values = shared.values(step)
         if values.null_count:
-            present = present & np.asarray(values.is_valid())[positions]
-        entries[step] = (values, positions, present)
+            valid = np.asarray(values.is_valid())
+            present = present & (valid if local else valid[rows])
+        entries[step] = (values, local, present)
     columns = []
     for name, source, default in layouts[present_variants[0]].top:
         field_type = schema.field(name).type
         if source in ("attributes", "measures"):
             target = "a" if source == "attributes" else "m"
-            column = _map([(s.out_name, *entries[s]) for s in plan.orders[target] or ()], n,
+            column = _map([(s.out_name, *entries[s]) for s in plan.orders[target] or ()], rows,
                           field_type.item_type)
         elif source in ("region", "version", "source"):
             constant = {"region": ctx.region, "version": ctx.version}.get(source, default)
             column = pa.repeat(pa.scalar(constant, field_type), n)
         else:
             candidates = []
-            for s, (values, positions, present) in entries.items():
+            for s, (values, local, present) in entries.items():
                 if s.target == "o" and s.out_name == name:
-                    local_values = s.handling == "pseudonymize"  # already one per row
-                    taken = values if local_values else values.take(positions)
+                    taken = values if local else values.take(rows)
                     if not present.all():
                         taken = pc.if_else(present, taken, None)
                     candidates.append(cast_to(taken, field_type))

@@ -55,7 +55,11 @@ _transform = types.ExternalFunction(
     "SHA256_Transform", types.void(types.voidptr, types.voidptr))
 _H0 = np.array([0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C,
                 0x1F83D9AB, 0x5BE0CD19], dtype=np.uint32)
-_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+# Per byte its two hex digits as one native-endian uint16 (the first digit first in memory).
+_HEX_PAIRS = np.frombuffer(b"".join(f"{b:02x}".encode() for b in range(256)), np.uint16)
+# libc's: a value of a few dozen bytes costs a dozen instructions, a numba byte loop ~5 a byte.
+_memcpy = types.ExternalFunction("memcpy", types.voidptr(types.voidptr, types.voidptr,
+                                                         types.uintp))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -75,10 +79,13 @@ def _length(block: np.ndarray, counted: int) -> None:
 def _fill(state: np.ndarray, block: np.ndarray, fill: int, src: np.ndarray, start: int,
           end: int) -> int:
     """Append ``src[start:end]`` to the partial ``block`` (``fill`` bytes in it), compressing
-    every block that fills up; the new fill. (Index loops: numba's slices cost more here.)"""
-    for i in range(start, end):
-        block[fill] = src[i]
-        fill += 1
+    every block that fills up; the new fill. (memcpy: numba's slices cost more here.)"""
+    block_at, src_at = block.ctypes.data, src.ctypes.data
+    while start < end:
+        size = min(BLOCK - fill, end - start)
+        _memcpy(block_at + fill, src_at + start, size)  # type: ignore[call-overload]
+        fill += size
+        start += size
         if fill == BLOCK:
             _compress(state, block)
             fill = 0
@@ -106,11 +113,17 @@ def _absorb(state: np.ndarray, prefix: np.ndarray, data: np.ndarray, start: int,
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _big_endian(word: np.uint32) -> np.uint32:
+    """A state word in big-endian byte order on a little-endian machine (one bswap)."""
+    return ((word >> np.uint32(24)) | ((word >> np.uint32(8)) & np.uint32(0xFF00))
+            | ((word << np.uint32(8)) & np.uint32(0xFF0000)) | (word << np.uint32(24)))
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _digest(state: np.ndarray, out: np.ndarray) -> None:
-    """The 32 big-endian bytes of a finished state."""
+    """The 32 big-endian bytes of a finished state, as 8 words into ``out`` (uint32)."""
     for i in range(8):
-        for b in range(4):
-            out[4 * i + b] = np.uint8((state[i] >> np.uint32(24 - 8 * b)) & 0xFF)
+        out[i] = _big_endian(state[i])
 
 
 @njit(cache=True, nogil=True)
@@ -125,7 +138,7 @@ def _pads(keys: np.ndarray, key_offsets: np.ndarray, h0: np.ndarray) -> np.ndarr
         if end - start > BLOCK:  # RFC 2104: a key longer than a block is hashed first
             digest[:] = h0
             _absorb(digest, empty, keys, start, end, 0, block)
-            _digest(digest, padded)
+            _digest(digest, padded.view(np.uint32))
         else:
             padded[:end - start] = keys[start:end]
         for side in range(2):
@@ -139,45 +152,47 @@ def _pads(keys: np.ndarray, key_offsets: np.ndarray, h0: np.ndarray) -> np.ndarr
 
 @njit(cache=True, nogil=True)
 def _pseudonyms(pads: np.ndarray, key_of: np.ndarray, prefix: np.ndarray, data: np.ndarray,
-                starts: np.ndarray, ends: np.ndarray, chars: int, hexdigits: np.ndarray
+                starts: np.ndarray, ends: np.ndarray, chars: int, hex_pairs: np.ndarray
                 ) -> np.ndarray:
     n, p = len(key_of), len(prefix)
     out = np.empty(n * chars, np.uint8)
+    pairs_out = out.view(np.uint16)  # chars is even: two hex digits at a time
     state, scratch = np.empty(8, np.uint32), np.empty(BLOCK, np.uint8)
     # Most messages fit one block: the prefix stays in place and each row writes its value,
     # the end mark and the length (clearing what a longer value before it left). The
     # outer message is always one block: the inner digest, then fixed padding.
     inner, outer = np.zeros(BLOCK, np.uint8), np.zeros(BLOCK, np.uint8)
+    outer_words = outer.view(np.uint32)
     if p < BLOCK - 8:
         inner[:p] = prefix
     dirty = p
     outer[32] = 0x80
     _length(outer, BLOCK + 32)
+    # Addresses taken once, outside the loop: about 12 instructions a pseudonym fewer.
+    state_at, inner_at, outer_at = state.ctypes.data, inner.ctypes.data, outer.ctypes.data
+    data_at = data.ctypes.data
     for r in range(n):
         k, start, end = key_of[r], starts[r], ends[r]
         for i in range(8):
             state[i] = pads[k, 0, i]
         size = p + end - start
         if size < BLOCK - 8:
-            for i in range(start, end):
-                inner[p + i - start] = data[i]
+            _memcpy(inner_at + p, data_at + start, end - start)  # type: ignore[call-overload]
             inner[size] = 0x80
             for i in range(size + 1, dirty):
                 inner[i] = 0
             dirty = size + 1
             _length(inner, BLOCK + size)
-            _compress(state, inner)
+            _transform(state_at, inner_at)  # type: ignore[call-overload]
         else:
             _absorb(state, prefix, data, start, end, BLOCK, scratch)
-        _digest(state, outer)
+        _digest(state, outer_words)
         for i in range(8):
             state[i] = pads[k, 1, i]
-        _compress(state, outer)
+        _transform(state_at, outer_at)  # type: ignore[call-overload]
+        at = r * (chars // 2)
         for j in range(chars // 2):  # the MAC's first bytes, two hex digits each
-            byte = (state[j // 4] >> np.uint32(24 - 8 * (j % 4))) & 0xFF
-            at = r * chars + 2 * j
-            out[at] = hexdigits[byte >> 4]
-            out[at + 1] = hexdigits[byte & 0xF]
+            pairs_out[at + j] = hex_pairs[(state[j // 4] >> np.uint32(24 - 8 * (j % 4))) & 0xFF]
     return out
 
 
@@ -199,7 +214,7 @@ def pseudonyms(pads: np.ndarray, key_of: np.ndarray, prefix: bytes, data: np.nda
     hexes = _pseudonyms(pads, np.ascontiguousarray(key_of, np.int64),
                         np.frombuffer(prefix, np.uint8), data,
                         np.ascontiguousarray(starts, np.int64),
-                        np.ascontiguousarray(ends, np.int64), chars, _HEX)
+                        np.ascontiguousarray(ends, np.int64), chars, _HEX_PAIRS)
     offsets = np.arange(0, (n + 1) * chars, chars, dtype=np.int32)
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
                                                   pa.py_buffer(hexes)])

@@ -107,8 +107,8 @@ _octet = st.one_of(st.integers(0, 999).map(str), st.integers(0, 255).map(lambda 
                           st.ip_addresses().map(str), st.text(max_size=20), st.none()),
                 max_size=40))
 def test_columnar_ip_prefix_equals_ip_prefix(values: list[str | None]) -> None:
-    """C19: the batch engine's IPv4 rewrite (canonical addresses) plus ip_prefix for the
-    rest gives exactly ip_prefix per value."""
+    """C19: the batch engine's native IPv4 parse plus ip_prefix for the rest (IPv6) gives
+    exactly ip_prefix per value."""
     got = _generalized(pa.array(values, pa.string()), "ip_prefix", np.arange(len(values)))
     assert got.to_pylist() == [None if v is None else ip_prefix(v) for v in values]
 
@@ -118,7 +118,7 @@ def test_columnar_ip_prefix_equals_ip_prefix(values: list[str | None]) -> None:
                           st.from_regex(r"[A-Za-z0-9 -]{0,9}", fullmatch=True),
                           st.none()), max_size=40))
 def test_columnar_postal_region_equals_postal_region(values: list[str | None]) -> None:
-    """C19: the batch engine's ASCII postal-region kernels plus postal_region for the rest
-    give exactly postal_region per value."""
+    """C19: the batch engine's native ASCII postal region plus postal_region for the rest
+    gives exactly postal_region per value."""
     got = _generalized(pa.array(values, pa.string()), "postal_region", np.arange(len(values)))
     assert got.to_pylist() == [None if v is None else g.postal_region(v) for v in values]
