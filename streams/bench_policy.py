@@ -4,7 +4,8 @@
 jurisdictions, ages, managed profiles, opt-outs, switched-off servers, some subjects with
 no consent record), in the worker's batches (``worker.MAX_BATCH`` messages) split by
 schema, as the decoder hands them over: Arrow tables, each row with its consent state at
-its event time and its subject key. ``events_per_s`` is the engine the worker runs,
+its event time and its subject key, both factored as the worker's lookups hand them over
+(``batch_inputs.Factored``). ``events_per_s`` is the engine the worker runs,
 ``batch_engine.decide_table``, deciding every batch and building every destination's
 output table (the median of three runs); ``encode_events_per_s`` adds encoding each
 output table to framed Avro (``arrow_avro``). The reference row engine runs the same
@@ -43,11 +44,13 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from streams import consent, engine, generalize, pseudonym
 from streams.arrow_avro import encode_framed
 from streams.batch_engine import ROUTED, decide_table
+from streams.batch_inputs import Factored
 from streams.codec import default_codec
 from streams.consent import SubjectHistory, SubjectState
 from streams.policy import Policy, default_policy
@@ -188,9 +191,23 @@ def _row_encode(work: Work, policy: Policy) -> int:
 
 
 def _as_tables(batches: list[tuple[str, Any, list[Any], list[Any]]]
-               ) -> list[tuple[str, Any, list[Any], list[Any]]]:
-    return [(schema, pa.Table.from_pylist(records), states, keys)
-            for schema, records, states, keys in batches]
+               ) -> list[tuple[str, Any, Factored[Any], Factored[Any]]]:
+    """Each batch as the worker hands it to the engine: an Arrow table, and the states and
+    keys factored (each distinct one once, and per row its code; ``Factored``)."""
+    return [(schema, pa.Table.from_pylist(records), _factored(states, id),
+             _factored(keys, lambda key: key)) for schema, records, states, keys in batches]
+
+
+def _factored(values: list[Any], identity: Callable[[Any], Any]) -> Factored[Any]:
+    seen: dict[Any, int] = {}
+    distinct: list[Any] = []
+    codes = np.empty(len(values), np.int64)
+    for i, value in enumerate(values):
+        code = seen.setdefault(identity(value), len(distinct))
+        if code == len(distinct):
+            distinct.append(value)
+        codes[i] = code
+    return Factored(distinct, codes)
 
 
 def _forget_caches() -> None:
@@ -206,7 +223,7 @@ def _timed(work: Callable[[], int]) -> tuple[float, int]:
     return time.perf_counter() - start, result
 
 
-def _columnar(tables: list[tuple[str, pa.Table, list[Any], list[Any]]], policy: Policy,
+def _columnar(tables: list[tuple[str, pa.Table, Factored[Any], Factored[Any]]], policy: Policy,
               encode: bool) -> int:
     """Decide (and encode) every batch in columns; returns the number of routed events."""
     catalog, routed = policy.catalog, 0
