@@ -393,10 +393,10 @@ def play_cells(analytics: pa.Table) -> tuple[np.ndarray, np.ndarray, list[pa.Arr
     dims = [pc.if_else(pc.equal(d, "").fill_null(True), "unknown", d) for d in dims]
     counts = pc.and_(pc.equal(content_source, "catalog"),
                      pc.not_equal(dims[0], "unknown")).fill_null(False)
-    kept = pa.array(np.flatnonzero(np.asarray(counts)))
-    rows = rows[kept.to_numpy()]
+    kept = np.flatnonzero(np.asarray(counts))
+    rows = rows[kept]
     times = analytics.column("event_time").take(pa.array(rows)).to_numpy()
-    return rows, times - times % WINDOW_MS, [pc.take(d, kept) for d in dims]
+    return rows, times - times % WINDOW_MS, [pc.take(d, pa.array(kept)) for d in dims]
 
 
 def map_values(maps: pa.MapArray, names: Sequence[str]) -> list[pa.Array]:
