@@ -2,9 +2,9 @@
 
 On one broker and the same generated events: (1) a confluent-kafka consume → produce
 pass-through (batches of 5,000, flush, then commit: the same durability rule as the
-worker), (2) the worker as its own process. Both first run over other events, untimed,
-in rounds until the worker's rate stops rising, so neither is measured while the fresh
-broker's JIT compiles its hot paths. The worker's rate counts the messages committed
+worker), (2) the worker as its own process. Both first run three times over other
+events, untimed, so neither is measured while the fresh broker's JIT compiles its hot
+paths. The worker's rate counts the messages committed
 between its first and its last commit, so start-up is excluded.
 Then end-to-end latency at half the worker's maximum rate: raw message timestamp to
 analytics output timestamp, matched by event id. Prints progress, then ONE JSON object
@@ -183,19 +183,17 @@ def _topics(bootstrap: str, name: str) -> tuple[str, Catalog, Topic, list[str]]:
     return prefix, catalog, sink, [t.name for t in catalog.raw] + [catalog.consent.name]
 
 
-WARM_UP_ROUNDS = (3, 6)  # at least, at most
+WARM_UP_ROUNDS = 3
 
 
 def _warm_up(bootstrap: str, events: int) -> list[float]:
-    """Both paths over other events, untimed, in rounds until the worker's rate stops
-    rising (its last round is not its fastest); returns the worker's rate in each round. A fresh broker spends seconds of CPU
-    compiling its hot paths (C2 JIT: 6.7, 3.7, then 1.0 s of CPU in three successive
-    worker drains on the two cores here, while the worker's rate went 17k, 21k, 53k msg/s),
-    and the pass-through and the worker exercise different ones (transactions,
-    compression); a running cluster has compiled them long before."""
+    """Both paths over other events, untimed, ``WARM_UP_ROUNDS`` times; returns the
+    worker's rate in each round. A fresh broker spends seconds of CPU compiling its hot
+    paths (C2 JIT: 6.7, 3.7, then 1.0 s of CPU in three successive worker drains on the
+    two cores here), and the pass-through and the worker exercise different ones
+    (transactions, compression); a running cluster has compiled them long before."""
     rates: list[float] = []
-    low, high = WARM_UP_ROUNDS
-    while len(rates) < low or (len(rates) < high and rates[-1] == max(rates)):
+    while len(rates) < WARM_UP_ROUNDS:
         prefix, catalog, sink, inputs = _topics(bootstrap, "warm")
         produce_stream(bootstrap, catalog, TrafficConfig(seed=3 + len(rates), subjects=2_000),
                        events=events)

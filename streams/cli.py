@@ -129,7 +129,7 @@ def worker_cmd() -> None:
 def bench_throughput(events: int = typer.Option(200_000, help="Events to push through."),
                      workers: int = typer.Option(1, help="Worker processes (one group)."),
                      warm_up: int = typer.Option(
-                         100_000, help="Events through both paths first, untimed (0: none).")
+                         100_000, help="Events per warm-up round (three, untimed; 0: none).")
                      ) -> None:
     """The worker against a raw confluent-kafka pass-through on the same broker and events."""
     from streams import bench_throughput as bench
