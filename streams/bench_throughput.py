@@ -56,19 +56,23 @@ def _wait_drained(bootstrap: str, group: str, topics: list[str],
                   timeout: float = 900.0) -> tuple[float, float, int]:
     """(time of first progress, time all committed, messages committed in between) for a
     consumer group. The first commit's batch is not counted: it was processed before the
-    clock started."""
-    initial = kafka_clients.group_lag(bootstrap, group, topics)
-    first, rest = None, 0
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lag = kafka_clients.group_lag(bootstrap, group, topics)
-        now = time.monotonic()
-        if lag < initial and first is None:
-            first, rest = now, lag
-        if lag == 0:
-            return first or now, now, rest
-        time.sleep(0.2)  # polling committed offsets, bounded by the deadline
-    raise TimeoutError(f"group {group} did not drain within {timeout}s")
+    clock started. One client polls throughout: a new one each time took 9 ms of CPU."""
+    reader = kafka_clients.lag_reader(bootstrap, group)
+    try:
+        initial = kafka_clients.lag(reader, topics)
+        first, rest = None, 0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lag = kafka_clients.lag(reader, topics)
+            now = time.monotonic()
+            if lag < initial and first is None:
+                first, rest = now, lag
+            if lag == 0:
+                return first or now, now, rest
+            time.sleep(0.2)  # polling committed offsets, bounded by the deadline
+        raise TimeoutError(f"group {group} did not drain within {timeout}s")
+    finally:
+        reader.close()
 
 
 def _drain_rate(bootstrap: str, group: str, topics: list[str]) -> float:

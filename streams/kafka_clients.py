@@ -61,19 +61,29 @@ def consumer(bootstrap: str, group: str, **extra: Any) -> Consumer:
                                       "enable.auto.commit": False, **extra}))
 
 
-def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
-    """Messages on ``topics`` the consumer group has not committed yet (0: drained).
+def lag_reader(bootstrap: str, group: str) -> Consumer:
+    """A client that reads ``group``'s committed offsets (``lag``) without joining it."""
+    # A read-committed client asks the coordinator for stable offsets only, and waits
+    # while the group has a transaction open: a busy worker always has one (4.7 s seen).
+    return consumer(bootstrap, group, **{"isolation.level": "read_uncommitted"})
+
+
+def lag(reader: Consumer, topics: list[str]) -> int:
+    """Messages on ``topics`` the reader's group has not committed yet (0: drained).
 
     The pipeline commits consumer positions, which step over transaction markers, so a
     caught-up group reads 0 here even on transactionally written topics.
     """
-    # A read-committed client asks the coordinator for stable offsets only, and waits
-    # while the group has a transaction open: a busy worker always has one (4.7 s seen).
-    reader = consumer(bootstrap, group, **{"isolation.level": "read_uncommitted"})
+    tps = [TopicPartition(t, p) for t in topics
+           for p in reader.list_topics(t, timeout=10).topics[t].partitions]
+    return sum(watermarks(reader, tp)[1] - max(tp.offset, 0)
+               for tp in reader.committed(tps, timeout=10))
+
+
+def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
+    """``lag`` once, with a client of its own."""
+    reader = lag_reader(bootstrap, group)
     try:
-        tps = [TopicPartition(t, p) for t in topics
-               for p in reader.list_topics(t, timeout=10).topics[t].partitions]
-        return sum(watermarks(reader, tp)[1] - max(tp.offset, 0)
-                   for tp in reader.committed(tps, timeout=10))
+        return lag(reader, topics)
     finally:
         reader.close()
