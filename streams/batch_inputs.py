@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Generic, TypeVar, overload
 
 import numpy as np
@@ -155,11 +156,14 @@ class _StateRows:
         self.used = 0
         self.rows = np.empty((0, 11), np.int64)
         self.none_slot = -1
-        self._servers: dict[tuple[int, str | None], int] = {}  # (slot, server) -> bits
+        # slot << 32 | server id -> server switch bits; ids are given out as servers are met
+        self._servers: dict[int, int] = {}
+        self._server_ids: dict[str | None, int] = {}
 
     def _restart(self, policy: Policy, room: int = 0) -> None:
         self.policy, self.generation, self.used, self.none_slot = policy, self.generation + 1, 0, -1
         self._servers.clear()
+        self._server_ids.clear()
         if len(self.rows) < max(self.CAPACITY, room):
             self.rows = np.empty((max(self.CAPACITY, room), 11), np.int64)
 
@@ -188,16 +192,32 @@ class _StateRows:
                 object.__setattr__(state, "_batch_memo", int(codes[i]))
         return codes & 0xFFFFFFFF
 
-    def server_bits(self, states: list[SubjectState], slots: list[int],
-                    servers: list[str | None], policy: Policy) -> list[int]:
-        """The server switches (bits) of each (state, server), memoized by slot."""
-        found = []
-        for state, slot, server in zip(states, slots, servers, strict=True):
-            bits = self._servers.get((slot, server))
-            if bits is None:
-                bits = self._servers[(slot, server)] = _server_bits(state, server, policy)
-            found.append(bits)
-        return found
+    def server_bits(self, distinct: list[SubjectState], slots: np.ndarray, state_of: np.ndarray,
+                    servers: pa.Array, policy: Policy) -> np.ndarray:
+        """Per row its server switches (bits): the state ``distinct[state_of[i]]`` (slot
+        ``slots[state_of[i]]``) at server ``servers[i]``, memoized per (slot, server). The
+        memo is keyed by one int per row and read with ``map`` in C; only unseen pairs
+        take a Python step (``_server_bits``)."""
+        encoded = servers.dictionary_encode()
+        names = [*encoded.dictionary.to_pylist(), None]  # a null's index (-1) is the last
+        found = list(map(self._server_ids.get, names))
+        if None in found:  # servers not met before get the next ids (dense: they fit 32 bits)
+            for i, name in enumerate(names):
+                if found[i] is None:
+                    found[i] = self._server_ids.setdefault(name, len(self._server_ids))
+        ids = np.array(found, np.int64)
+        index = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+        keys = ((slots[state_of].astype(np.int64) << 32) | ids[index]).tolist()
+        bits = np.fromiter(map(self._servers.get, keys, repeat(-1)), np.int64, len(keys))
+        unseen = np.flatnonzero(bits < 0)
+        for i, state, server in zip(unseen.tolist(), state_of[unseen].tolist(),
+                                    index[unseen].tolist(), strict=True):
+            known = self._servers.get(keys[i])  # an earlier row of this batch may have made it
+            if known is None:
+                known = self._servers[keys[i]] = _server_bits(distinct[state], names[server],
+                                                              policy)
+            bits[i] = known
+        return bits
 
 
 _state_rows = _StateRows()
@@ -268,16 +288,8 @@ class BatchStates:
             column = rows.columns.get("server_id")
             servers = (column.take(own) if column is not None else pa.array(
                 [rows.records[r].get("server_id") for r in own.tolist()], pa.string()))
-            codes = servers.dictionary_encode()
-            server_code = codes.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-            pairs = (self.row[own].astype(np.int64) * (len(codes.dictionary) + 1)
-                     + server_code.astype(np.int64) + 1)
-            _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
-            found = _state_rows.server_bits(
-                [self.distinct[s] for s in self.row[own[first]].tolist()],
-                self.slots[self.row[own[first]]].tolist(), servers.take(first).to_pylist(),
-                policy)
-            bits[own] = np.array(found, np.int64)[inverse.reshape(-1)]
+            bits[own] = _state_rows.server_bits(self.distinct, self.slots, self.row[own],
+                                                servers, policy)
         self._server_bits = bits
         return bits
 

@@ -9,7 +9,11 @@ answer is ``streams.generalize``'s; the caller asks the function itself for the 
 - ``ip_prefix``: exact for every value without ``:``. Such a value is an IPv4 address for
   the function only if it is four dot-separated runs of 1-3 ASCII digits, each at most
   255; its /24 is written with the octets' leading zeros dropped, as ``int()`` does.
-  Anything else is None. (With ``:`` it is IPv6, left to the function.)
+  Anything else is None. A value with ``:`` (IPv6) is exact when it holds only hex digits
+  and colons (no embedded IPv4, no ``%`` zone): it is parsed as glibc's ``inet_pton``
+  does, and its /48 written as ``inet_ntop`` writes an address whose last five groups
+  are zero (the zero run at the end is the longest, so it is the one shortened to
+  ``::``); a v4-mapped address gives its /24. The rest goes to the function.
 - ``postal_region``: exact when the value's first three alphanumerics come before any
   non-ASCII byte (ASCII ``isalnum`` is ``[A-Za-z0-9]`` and ``upper`` is ASCII's), or it
   is all ASCII with fewer than three (None).
@@ -27,7 +31,9 @@ __all__ = ["generalized"]
 
 IP_PREFIX, POSTAL_REGION = 0, 1
 _IP_SUFFIX = np.frombuffer(b".0/24", np.uint8)
-_LONGEST = (len("255.255.255.0/24"), 3)  # bytes of a result, per method
+_IP6_SUFFIX = np.frombuffer(b"::/48", np.uint8)
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+_LONGEST = (len("ffff:ffff:ffff::/48"), 3)  # bytes of a result, per method
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -77,6 +83,110 @@ def _ip_prefix(data: np.ndarray, start: int, end: int, out: np.ndarray, at: int
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _hex_digit(b: int) -> int:
+    if 48 <= b <= 57:
+        return b - 48
+    if 97 <= b <= 102:
+        return b - 87
+    if 65 <= b <= 70:
+        return b - 55
+    return -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _decimal(value: int, out: np.ndarray, p: int) -> int:
+    """``str(value)`` (0-255) at ``out[p]``; the position after it."""
+    if value >= 100:
+        out[p] = 48 + value // 100
+        p += 1
+    if value >= 10:
+        out[p] = 48 + value // 10 % 10
+        p += 1
+    out[p] = 48 + value % 10
+    return p + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _ip6_prefix(data: np.ndarray, start: int, end: int, out: np.ndarray, at: int,
+                packed: np.ndarray) -> tuple[int, bool]:
+    """Write the /48 (or a v4-mapped address's /24) of ``data[start:end]``, which holds a
+    ``:``, at ``out[at]``: its size (-1 for None); False unless every byte is a hex digit
+    or ``:``. The parse is glibc's ``inet_pton6`` on such bytes, into ``packed`` (16)."""
+    for i in range(start, end):
+        if data[i] != 58 and _hex_digit(data[i]) < 0:
+            return -1, False
+    packed[:] = 0
+    i, tp, gap, digits, value = start, 0, -1, 0, 0
+    if data[i] == 58:  # a leading ':' must be '::'
+        i += 1
+        if i == end or data[i] != 58:
+            return -1, True
+    while i < end:
+        b = data[i]
+        i += 1
+        if b != 58:
+            if digits == 4:
+                return -1, True
+            value = value * 16 + _hex_digit(b)
+            digits += 1
+            continue
+        if digits == 0:  # '::'
+            if gap >= 0:
+                return -1, True
+            gap = tp
+            continue
+        if i == end or tp + 2 > 16:  # a trailing single ':', or a ninth group
+            return -1, True
+        packed[tp], packed[tp + 1] = value >> 8, value & 0xFF
+        tp, digits, value = tp + 2, 0, 0
+    if digits:
+        if tp + 2 > 16:
+            return -1, True
+        packed[tp], packed[tp + 1] = value >> 8, value & 0xFF
+        tp += 2
+    if gap >= 0:
+        if tp == 16:  # '::' would stand for no group
+            return -1, True
+        moved = tp - gap
+        for q in range(moved):
+            packed[15 - q] = packed[tp - 1 - q]
+        for q in range(gap, 16 - moved):
+            packed[q] = 0
+        tp = 16
+    if tp != 16:
+        return -1, True
+    p = at
+    mapped = packed[10] == 0xFF and packed[11] == 0xFF
+    for q in range(10):
+        mapped = mapped and packed[q] == 0
+    if mapped:
+        for q in range(12, 15):
+            p = _decimal(packed[q], out, p)
+            out[p] = 46
+            p += 1
+        out[p], out[p + 1], out[p + 2], out[p + 3] = 48, 47, 50, 52  # "0/24"
+        return p + 4 - at, True
+    groups = 3  # groups before the zero run inet_ntop shortens to '::'
+    while groups > 0 and packed[2 * groups - 2] == 0 and packed[2 * groups - 1] == 0:
+        groups -= 1
+    for g in range(groups):
+        if g:
+            out[p] = 58
+            p += 1
+        word = (np.int64(packed[2 * g]) << 8) | np.int64(packed[2 * g + 1])
+        shift = 12
+        while shift > 0 and (word >> shift) == 0:  # "%x": no leading zeros
+            shift -= 4
+        while shift >= 0:
+            out[p] = _HEX[(word >> shift) & 0xF]
+            p += 1
+            shift -= 4
+    for q in range(5):
+        out[p + q] = _IP6_SUFFIX[q]
+    return p + 5 - at, True
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _postal_region(data: np.ndarray, start: int, end: int, out: np.ndarray, at: int
                    ) -> tuple[int, bool]:
     """Write the region of ``data[start:end]`` at ``out[at]``: 3, -1 for None; False if a
@@ -109,10 +219,13 @@ def _run(method: int, data: np.ndarray, offsets: np.ndarray
     valid = np.empty(n, np.bool_)
     out_offsets = np.empty(n + 1, np.int32)
     out = np.empty(n * _LONGEST[method], np.uint8)
+    packed = np.empty(16, np.uint8)  # an IPv6 address, parsed
     at = 0
     for r in range(n):
         out_offsets[r] = at
-        if method == IP_PREFIX:
+        if method == IP_PREFIX and _has_colon(data, offsets[r], offsets[r + 1]):
+            size, exact[r] = _ip6_prefix(data, offsets[r], offsets[r + 1], out, at, packed)
+        elif method == IP_PREFIX:
             size, exact[r] = _ip_prefix(data, offsets[r], offsets[r + 1], out, at)
         else:
             size, exact[r] = _postal_region(data, offsets[r], offsets[r + 1], out, at)

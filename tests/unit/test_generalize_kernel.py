@@ -29,9 +29,28 @@ def _check(method: str, values: list[str | None], cut: int = 0) -> list[bool]:
 def test_ip_prefix_cases() -> None:
     values = ["10.1.2.3", "192.168.001.255", "0.0.0.0", "255.255.255.255", "256.1.1.1",
               "1.2.3", "1.2.3.4.5", "1..2.3", ".1.2.3", "1.2.3.", "1.2.3.4 ", "0001.2.3.4",
-              "١.2.3.4", "1.2.3.٤", "", "a.b.c.d", None, "::ffff:1.2.3.4", "2001:db8::1"]
+              "١.2.3.4", "1.2.3.٤", "", "a.b.c.d", None, "::ffff:1.2.3.4", "fe80::1%eth0"]
     native = _check("ip_prefix", values, cut=2)
-    assert native == [True] * 17 + [False, False]  # IPv6 is the function's
+    assert native == [True] * 17 + [False, False]  # embedded IPv4, zones: the function's
+
+
+def test_ip6_prefix_cases() -> None:
+    """Each zero-run shape of the first three groups, v4-mapped, and malformed inputs."""
+    values = ["2001:db8:3c23:6628::1ef4", "2001:DB8:0:1::", "2001::1", "0:db8:1::", "::",
+              "::1", "0:0:1::", "1:0:1::", "::ffff:102:304", "::ffff:0:0", "0:0:0:0:0:ffff:a:b",
+              "1:2:3:4:5:6:7:8", "1:2:3:4:5:6:7:8:9", "1:2:3:4:5:6:7::", "::1:2:3:4:5:6:7",
+              "1:2:3:4:5:6:7::8", ":1::", "1::2::3", "1:", "1::", ":::", "12345::", "1:2",
+              "00000::", "ffff:ffff:ffff:ffff::"]
+    assert all(_check("ip_prefix", values, cut=1))
+
+
+_GROUPS = st.lists(st.text(st.sampled_from("0000123abcDEF"), max_size=5), min_size=1,
+                   max_size=9)
+_IP6ISH = st.one_of(
+    st.text(st.sampled_from("0123456789abcdefABCDEF:::"), max_size=45),
+    st.builds(lambda g: ":".join(g), _GROUPS),  # up to 9 groups of 0-5 digits
+    st.builds(lambda g, at: ":".join(g[:at]) + "::" + ":".join(g[at:]), _GROUPS,
+              st.integers(0, 9)))
 
 
 def test_postal_region_cases() -> None:
@@ -46,7 +65,8 @@ _IPISH = st.text(st.sampled_from("0123456789.:%abf ١٢"), max_size=20)
 
 @pytest.mark.parametrize("method", ["ip_prefix", "postal_region"])
 @settings(max_examples=300, deadline=None)
-@given(values=st.lists(st.one_of(st.none(), _IPISH, st.text(max_size=12)), max_size=30),
+@given(values=st.lists(st.one_of(st.none(), _IPISH, _IP6ISH, st.text(max_size=12)),
+                      max_size=30),
        cut=st.integers(0, 3))
 def test_equal_to_the_functions(method: str, values: list[str | None], cut: int) -> None:
     _check(method, values, cut)

@@ -45,3 +45,22 @@ def test_equal_to_pseudonymize(keys: list[bytes], domain: str,
     values = [v for _, v in rows]
     expected = [pseudonymize(keys[k], domain, v) for k, v in zip(key_of, values, strict=True)]
     assert _native(keys, key_of, domain, values) == expected
+
+
+_POOL = ["", "a", "abcdefg", "abcdefgh", "abcdefgh\x00", "abcdefghi", "abcdefgi", "é" * 9,
+         "user615085", "user615086", "x" * 50, "x" * 51, "y" * 130]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(min_size=16, max_size=70), min_size=1, max_size=3, unique=True),
+       st.lists(st.tuples(st.integers(0, 2), st.sampled_from(_POOL)), min_size=1,
+                max_size=300))
+def test_repeated_pairs_equal_to_pseudonymize(keys: list[bytes],
+                                              rows: list[tuple[int, str]]) -> None:
+    """Rows that repeat keys take the repeat lookup (a repeated (key, value) copies its
+    first row's pseudonym): values that differ only past a word, by a trailing NUL or in
+    length, and the same value under another key, all stay distinct."""
+    key_of = [k % len(keys) for k, _ in rows]
+    values = [v for _, v in rows]
+    expected = [pseudonymize(keys[k], "d", v) for k, v in zip(key_of, values, strict=True)]
+    assert _native(keys, key_of, "d", values) == expected
