@@ -53,7 +53,7 @@ BARRIER_MAX_S = 5.0
 # A batch allocates about ten GC-tracked containers an event (the consumed messages,
 # lists, tuples), nearly all freed by reference counting. At CPython's default threshold
 # (700) that was hundreds of young collections and several full ones a batch, the full
-# ones walking every object of the imported libraries: 1.4 s of a 6.5 s drain (D14).
+# ones walking every object of the imported libraries: 1.4 s of a 6.5 s drain (D15).
 GC_THRESHOLDS = (50_000, 20, 20)
 
 
