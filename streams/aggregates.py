@@ -107,6 +107,26 @@ class Contributions:
                 "dimensions": dims, "events": plays, "subject_tokens": sorted(tokens),
                 "processing_region": region}
 
+    def table(self, region: str, schema: pa.Schema) -> tuple[list[bytes], pa.Table]:
+        """``records`` in columns: the cell keys, and the records as a table of ``schema``
+        (the AggregatePartial schema's Arrow form) for the columnar encoder."""
+        n, width = len(self.cells), len(DIMENSIONS)
+        windows = [window for window, _ in self.cells]
+        tokens = [sorted(t) for _, t in self.cells.values()]
+        dims = pa.MapArray.from_arrays(
+            pa.array(np.arange(0, width * n + 1, width, dtype=np.int32)),
+            pa.array(DIMENSIONS * n, pa.string()),
+            pa.array([v for _, values in self.cells for v in values], pa.string()))
+        subject_tokens = pa.ListArray.from_arrays(
+            pa.array(np.cumsum([0, *map(len, tokens)], dtype=np.int32)),
+            pa.array([t for ts in tokens for t in ts], pa.string()))
+        columns = [pa.repeat(pa.scalar(METRIC), n), pa.array(windows, pa.int64()),
+                   pa.repeat(pa.scalar(WINDOW_MS), n), dims,
+                   pa.array([plays for plays, _ in self.cells.values()], pa.int64()),
+                   subject_tokens, pa.repeat(pa.scalar(region), n)]
+        keys = [cell_key(window, values) for window, values in self.cells]
+        return keys, pa.Table.from_arrays(columns, schema=schema)
+
 
 def cell_key(window: int, values: tuple[str, ...]) -> bytes:
     return "\x1f".join((METRIC, str(window), *values)).encode()

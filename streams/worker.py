@@ -329,10 +329,9 @@ class Worker:
         self.processor.process_partitions(events, result)
         for subject in result.deletions:
             result.records.append(self._deletion_request(subject))
-        if result.contributions is not None:
-            partials = self.catalog.aggregate_partials.name
-            result.records += [Record(partials, key, self.codec.encode("AggregatePartial", rec))
-                               for key, rec in result.contributions.records(self.region)]
+        partials = self.processor.partials(result)
+        if partials is not None:
+            result.batches.append(partials)
         self._settle_commit()  # the previous batch's transaction, before this one begins
         producer.begin_transaction()
         for rec in result.records:

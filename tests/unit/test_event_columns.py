@@ -175,6 +175,20 @@ def test_mixed_batch_every_message_one_outcome_equal_to_row_path(
     assert columnar.contributions.cells
 
 
+def test_c20_partials_in_columns_are_the_row_codecs_records() -> None:
+    """The worker writes a batch's aggregate partials encoded in columns: the same keys and
+    bytes as ``codec.encode`` of each ``Contributions.records`` record, in cell order."""
+    processor, store, raw = _setup(3_000)
+    result = processor.process(raw, store)
+    assert result.contributions is not None and len(result.contributions.cells) > 10
+    batch = processor.partials(result)
+    assert batch is not None and batch.topic == CATALOG.aggregate_partials.name
+    expected = list(result.contributions.records(default_policy().processing_region))
+    assert batch.keys == [key for key, _ in expected]
+    assert batch.values == [CODEC.encode("AggregatePartial", rec) for _, rec in expected]
+    assert processor.partials(BatchResult()) is None
+
+
 def test_consent_at_each_event_time_when_histories_start_late_or_change(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """D3 per row: the columnar path looks subjects up once each, so events before a
