@@ -107,7 +107,7 @@ class Contributions:
                 "dimensions": dims, "events": plays, "subject_tokens": sorted(tokens),
                 "processing_region": region}
 
-    def table(self, region: str, schema: pa.Schema) -> tuple[list[bytes], pa.Table]:
+    def table(self, region: str, schema: pa.Schema) -> tuple[list[bytes | None], pa.Table]:
         """``records`` in columns: the cell keys, and the records as a table of ``schema``
         (the AggregatePartial schema's Arrow form) for the columnar encoder."""
         n, width = len(self.cells), len(DIMENSIONS)
@@ -124,7 +124,7 @@ class Contributions:
                    pa.repeat(pa.scalar(WINDOW_MS), n), dims,
                    pa.array([plays for plays, _ in self.cells.values()], pa.int64()),
                    subject_tokens, pa.repeat(pa.scalar(region), n)]
-        keys = [cell_key(window, values) for window, values in self.cells]
+        keys: list[bytes | None] = [cell_key(window, values) for window, values in self.cells]
         return keys, pa.Table.from_arrays(columns, schema=schema)
 
 
