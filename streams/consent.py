@@ -178,7 +178,8 @@ def apply(
     applied last), so the result does not depend on arrival order otherwise.
     """
     new = state_from_record(record)
-    history = history or SubjectHistory()
+    if not history:  # the first record (most are): nothing to order it against
+        return SubjectHistory((new.effective_at,), (new,))
     times = list(history.times)
     states = list(history.states)
     i = bisect.bisect_left(times, new.effective_at)

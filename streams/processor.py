@@ -84,32 +84,38 @@ class BatchProcessor:
     def apply_consent(self, messages: Iterable[Message], store: SubjectStore,
                       result: BatchResult) -> None:
         """Fold consent records into histories; a tombstone erases the subject's state."""
+        changelog, decode, records = self._catalog.consent_changelog.name, self._codec.decode, \
+            result.records
+        histories, kept_records = store.histories, store.consent_records
+        applied = 0
         for msg in messages:
             result.events_in[msg.topic() or ""] += 1
             key = (msg.key() or b"").decode("utf-8", "replace")
             value = msg.value()
             if value is None:  # deletion: forget the subject, tombstone its state
                 self.forget(key, store, result)
-                result.outcomes["applied"] += 1
+                applied += 1
                 continue
             if self._ledger.is_erased(key):  # a replay must not rebuild an erased subject
-                result.outcomes["applied"] += 1
+                applied += 1
                 continue
             try:
-                schema, record = self._codec.decode(value)
+                schema, record = decode(value)
                 if schema != "ConsentRecord" or record.get("subject_id") != key:
                     raise InvalidEvent(f"{schema} with subject {record.get('subject_id')!r} "
                                        f"under key {key!r} on the consent topic")
             except SerializationError as exc:
-                result.records.append(self._accounting.dead_letter(msg, exc, result))
+                records.append(self._accounting.dead_letter(msg, exc, result))
                 continue
-            history = apply(store.histories.get(key), record)
-            store.histories[key] = history
-            kept = _kept([*store.consent_records.get(key, []), record], history)
-            store.consent_records[key] = kept
-            result.records.append(Record(self._catalog.consent_changelog.name, key.encode(),
-                                         orjson.dumps(kept)))
-            result.outcomes["applied"] += 1
+            prior = histories.get(key)
+            history = histories[key] = apply(prior, record)
+            # A first record is all its history keeps (most records: new subjects).
+            kept = [record] if prior is None else _kept([*kept_records.get(key, []), record],
+                                                         history)
+            kept_records[key] = kept
+            records.append(Record(changelog, key.encode(), orjson.dumps(kept)))
+            applied += 1
+        result.outcomes["applied"] += applied
 
     def forget(self, subject_id: str, store: SubjectStore, result: BatchResult) -> None:
         """Drop a subject's state and tombstone its keyed state topics."""
