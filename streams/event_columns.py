@@ -120,6 +120,19 @@ class _Placed:
                                               _reordered([c[2] for c in chunks], order)))
 
 
+class _Topics:
+    """The source topic of each message of a batch, as a small code per message."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self._code = {t: c for c, t in enumerate(dict.fromkeys(names))}  # a batch has few
+        self._codes = np.fromiter(map(self._code.__getitem__, names), np.int64, len(names))
+
+    def among(self, index: np.ndarray, topics: frozenset[str]) -> np.ndarray:
+        """Per message ``index[i]``: whether it came from one of ``topics``."""
+        return np.isin(self._codes[index], [c for t, c in self._code.items() if t in topics])
+
+
 def _reordered(parts: list[list[Any]], order: np.ndarray) -> list[Any]:
     """The concatenated ``parts`` in ``order`` (object arrays: no Python loop per item)."""
     items = np.empty(sum(map(len, parts)), object)
@@ -162,9 +175,11 @@ class ColumnarEvents:
         decoded = self._decode([m.value() for m in messages])
         for i, exc in decoded.errors.items():
             placed.letter(i, self._acct.dead_letter(messages[i], exc, result))
-        keys = [m.key() or b"" for m in messages]
+        keys = pa.array([m.key() or b"" for m in messages], pa.binary())
+        batch_topics = _Topics(topics)
         for part in decoded.parts:
-            self._schema_rows(part, messages, topics, keys, owner, stores, placed, result, now)
+            self._schema_rows(part, messages, batch_topics, keys, owner, stores, placed,
+                              result, now)
         placed.finish(self._acct, now, result)
 
     def _decode(self, values: list[bytes | None]) -> avro_columns.DecodedBatch:
@@ -186,24 +201,23 @@ class ColumnarEvents:
         return avro_columns.DecodedBatch(parts, errors)
 
     def _schema_rows(self, part: avro_columns.SchemaRows, messages: list[Message],
-                     topics: list[str], keys: list[bytes], owner: np.ndarray,
+                     topics: _Topics, keys: pa.Array, owner: np.ndarray,
                      stores: list[SubjectStore], placed: _Placed, result: BatchResult,
                      now: int) -> None:
         schema, table, index = part.schema.name, part.table, part.index
         positions = index.tolist()
         allowed = self._topics_of.get(schema, frozenset())
-        on_topic = np.fromiter((topics[i] in allowed for i in positions), bool, len(positions))
+        on_topic = topics.among(index, allowed)
         subject_column = table.column("subject_id") if "subject_id" in table.column_names \
             else pa.nulls(table.num_rows, pa.string())
-        keyed = np.asarray(pc.equal(subject_column.cast(pa.binary()),
-                                    pa.array([keys[i] for i in positions], pa.binary()))
+        keyed = np.asarray(pc.equal(subject_column.cast(pa.binary()), keys.take(index))
                            .fill_null(False))
         valid = on_topic & keyed
         if not valid.all():
             event_ids = _strings(table, "event_id")
             for r in np.flatnonzero(~valid).tolist():
                 i = positions[r]
-                exc = InvalidEvent(f"{schema} events do not belong on {topics[i]}"
+                exc = InvalidEvent(f"{schema} events do not belong on {topics.names[i]}"
                                    if not on_topic[r] else
                                    f"key does not match subject_id of {schema} {event_ids[r]}")
                 placed.letter(i, self._acct.dead_letter(messages[i], exc, result))
@@ -256,9 +270,8 @@ class ColumnarEvents:
                 continue
             out = dest.table.filter(pa.array(keep)) if not keep.all() else dest.table
             framed = (values.filter(pa.array(keep)) if not keep.all() else values).to_pylist()
-            if "subject_pseudonym" in out.column_names:
-                record_keys = [p.encode() if p else None
-                               for p in out.column("subject_pseudonym").to_pylist()]
+            if "subject_pseudonym" in out.column_names:  # never empty: hex, or null
+                record_keys = out.column("subject_pseudonym").cast(pa.binary()).to_pylist()
             else:
                 record_keys = [None] * len(rows)
             placed.add(topic, index[rows], record_keys, framed)
