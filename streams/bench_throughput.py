@@ -75,13 +75,15 @@ def _wait_drained(bootstrap: str, group: str, topics: list[str],
         reader.close()
 
 
-def _drain_rate(bootstrap: str, group: str, topics: list[str]) -> float:
-    """Messages/s of a consumer group working through its backlog."""
+def _drain_rate(bootstrap: str, group: str, topics: list[str], option: str = "--events"
+                ) -> float:
+    """Messages/s of a consumer group working through its backlog (``option``: the CLI
+    option that sets its size, named if it is too small to time)."""
     first, last, counted = _wait_drained(bootstrap, group, topics)
     if last - first < 1.0:  # the lag is polled every 0.2 s: no rate in one glimpse
         raise ConfigError(f"bench throughput: group {group} committed its backlog within "
                           f"{last - first:.1f}s of its first commit, too fast to time; "
-                          "use more --events")
+                          f"use a larger {option}")
     return counted / (last - first)
 
 
@@ -207,7 +209,7 @@ def _warm_up(bootstrap: str, events: int) -> list[float]:
             proc = _worker(_env(bootstrap, prefix, home))
             try:
                 rates.append(_drain_rate(bootstrap, f"{prefix}privacy-pipeline.worker",
-                                         inputs))
+                                         inputs, "--warm-up"))
             finally:
                 proc.terminate()
                 proc.communicate(timeout=60)
