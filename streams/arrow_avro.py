@@ -3,8 +3,8 @@
 fastavro encodes one record at a time in Python-level calls (about 95k instructions per
 output record on the worker's path). Here ``avro_write_kernel`` reads a table's Arrow
 buffers where they are and writes each row's bytes once (decision D11): the same bytes as
-``fastavro.schemaless_writer`` for the types ``arrow_type`` maps (string, long, int,
-double, float, boolean, two-branch unions with null in either place, and maps and arrays
+``fastavro.schemaless_writer`` for the types ``arrow_type`` maps (string, bytes, long,
+int, double, float, boolean, two-branch unions with null in either place, and maps and arrays
 of those; maps and arrays are written as one block, as fastavro does). Anything else
 raises ``TypeError`` when the encoder is made, never silently.
 
@@ -27,10 +27,12 @@ from streams import avro_write_kernel as k
 
 __all__ = ["arrow_type", "encode_bodies", "encode_framed"]
 
-_LEAVES = {"string": k.STRING, "long": k.LONG, "int": k.LONG, "double": k.DOUBLE,
-           "float": k.FLOAT, "boolean": k.BOOLEAN}
-_ARROW = {k.STRING: pa.string(), k.LONG: pa.int64(), k.DOUBLE: pa.float64(),
-          k.FLOAT: pa.float64(), k.BOOLEAN: pa.bool_()}
+# Avro primitive -> (the kernel's kind, the Arrow type its values are read as). Bytes are
+# written as strings are (a length, then the bytes), from a binary array.
+_LEAVES = {"string": (k.STRING, pa.string()), "bytes": (k.STRING, pa.binary()),
+           "long": (k.LONG, pa.int64()), "int": (k.LONG, pa.int64()),
+           "double": (k.DOUBLE, pa.float64()), "float": (k.FLOAT, pa.float64()),
+           "boolean": (k.BOOLEAN, pa.bool_())}
 
 
 def _strip(t: Any) -> Any:
@@ -57,34 +59,33 @@ def _unwrap(avro_type: Any) -> tuple[Any, int]:
     return t, null_branch
 
 
-def _leaf(avro_type: Any) -> tuple[int, int]:
-    """A primitive's, or a nullable primitive's, (kind, null branch)."""
+def _leaf(avro_type: Any) -> tuple[int, int, pa.DataType]:
+    """A primitive's, or a nullable primitive's, (kind, null branch, Arrow type)."""
     t, null_branch = _unwrap(avro_type)
     if isinstance(t, str) and t in _LEAVES:
-        return _LEAVES[t], null_branch
+        kind, arrow = _LEAVES[t]
+        return kind, null_branch, arrow
     raise TypeError(f"no columnar encoding for Avro type {avro_type!r}")
 
 
-def _field(avro_type: Any) -> tuple[int, int, int, int]:
-    """A field's program row: shape, leaf kind, null branch, item null branch (a map's
-    values or an array's items are primitives or nullable ones, never collections)."""
+def _field(avro_type: Any) -> tuple[tuple[int, int, int, int], pa.DataType]:
+    """A field's program row (shape, leaf kind, null branch, item null branch; a map's
+    values or an array's items are primitives or nullable ones, never collections) and
+    the Arrow type that holds its values."""
     t, null_branch = _unwrap(avro_type)
     if isinstance(t, dict) and t.get("type") in ("map", "array"):
         shape = k.MAP if t["type"] == "map" else k.ARRAY
-        kind, item_null = _leaf(t["values" if shape == k.MAP else "items"])
-        return shape, kind, null_branch, item_null
-    kind, _ = _leaf(avro_type)
-    return k.SCALAR, kind, null_branch, k.NOT_A_UNION
+        kind, item_null, value = _leaf(t["values" if shape == k.MAP else "items"])
+        return (shape, kind, null_branch, item_null), (
+            pa.map_(pa.string(), value) if shape == k.MAP else pa.list_(value))
+    kind, _, value = _leaf(avro_type)
+    return (k.SCALAR, kind, null_branch, k.NOT_A_UNION), value
 
 
 def arrow_type(avro_type: Any) -> pa.DataType:
     """The Arrow type that holds values of ``avro_type`` (a ``["null", T]`` union -> T);
     ``TypeError`` for a type the encoder does not write."""
-    shape, kind, _, _ = _field(avro_type)
-    value = _ARROW[kind]
-    if shape == k.MAP:
-        return pa.map_(pa.string(), value)
-    return pa.list_(value) if shape == k.ARRAY else value
+    return _field(avro_type)[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,7 @@ def _encoder(schema: Mapping[str, Any]) -> _Encoder:
     fields = schema["fields"]
     encoder = _Encoder(tuple(f["name"] for f in fields),
                        tuple(arrow_type(f["type"]) for f in fields),
-                       np.array([_field(f["type"]) for f in fields], np.int64).reshape(-1, 4))
+                       np.array([_field(f["type"])[0] for f in fields], np.int64).reshape(-1, 4))
     _encoders[id(schema)] = (schema, encoder)
     return encoder
 
@@ -150,8 +151,8 @@ def _arrays(table: pa.Table, encoder: _Encoder) -> tuple[np.ndarray, list[pa.Arr
                 values = col.values
                 alive.append(values)
         row = 3 * f if shape == k.SCALAR else 3 * f + 2
-        _describe(values, _STRING_BUFFERS if pa.types.is_string(values.type) else _VALUE_BUFFERS,
-                  arrays[row])
+        _describe(values, _STRING_BUFFERS if pa.types.is_string(values.type)
+                  or pa.types.is_binary(values.type) else _VALUE_BUFFERS, arrays[row])
     return arrays, alive
 
 

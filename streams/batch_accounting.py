@@ -80,6 +80,8 @@ class BatchResult:
     drops: Counter[tuple[str, str]] = field(default_factory=Counter)  # (reason, clause)
     dead_letters: Counter[str] = field(default_factory=Counter)  # per error class
     deletions: set[str] = field(default_factory=set)  # subjects to delete (C8), once each
+    new_keys: list[tuple[str, bytes, int]] = field(default_factory=list)  # (subject,
+    # wrapped key, created at) of keys made and not yet written (``Accounting.key_entries``)
     contributions: Contributions | None = None  # aggregate contributions (C20)
     event_times: list[int] = field(default_factory=list)  # of routed events (latency)
 
@@ -96,19 +98,39 @@ class Accounting:
         self._drop_arrow = pa.schema([(f["name"], arrow_type(f["type"]))
                                       for f in info.raw["fields"]])
         self._drop_header = codec.header("DropRecord")
+        vault = codec.catalog.by_name("KeyVaultEntry")
+        self._vault = (vault.raw, codec.header(vault.id),
+                       pa.schema([(f["name"], arrow_type(f["type"])) for f in vault.raw["fields"]]))
 
     def subject_key(self, subject: str, store: SubjectStore, now: int,
                     result: BatchResult) -> bytes:
-        """The subject's key; a new subject gets one, and its key-vault entry."""
+        """The subject's key; a new subject gets one, and its key-vault entry waits in
+        ``result.new_keys`` (``key_entries``)."""
         key = store.keys.get(subject)
         if key is None:
             key = new_subject_key()
             store.keys[subject] = key
-            entry = {"subject_id": subject, "wrapped_key": store.keyring.wrap(subject, key),
-                     "key_version": 1, "created_at": now, "processing_region": self._region}
-            result.records.append(Record(self._catalog.key_vault.name, subject.encode(),
-                                         self._codec.encode("KeyVaultEntry", entry)))
+            result.new_keys.append((subject, store.keyring.wrap(subject, key), now))
         return key
+
+    def key_entries(self, result: BatchResult) -> None:
+        """The key-vault entries of the keys made since the last call, encoded in one
+        table (a bench's thousands of new subjects: one fastavro call each was 5% of the
+        worker), onto ``result.batches``."""
+        made, result.new_keys = result.new_keys, []
+        if not made:
+            return
+        subjects, wrapped, created = zip(*made, strict=True)
+        n = len(made)
+        raw, header, schema = self._vault
+        table = pa.Table.from_pydict({
+            "subject_id": subjects, "wrapped_key": wrapped, "key_version": [1] * n,
+            "created_at": created, "processing_region": [self._region] * n}, schema=schema)
+        values = encode_framed(table, raw, header)
+        if values.null_count:  # every field is required and set: a bug, not bad input
+            raise SerializationError("a key-vault entry does not encode")
+        result.batches.append(OutputBatch(self._catalog.key_vault.name,
+                                          [s.encode() for s in subjects], values.to_pylist()))
 
     def drop(self, msg: Message, event_id: str | None, reason: str, clause: str, now: int,
              result: BatchResult) -> Record:

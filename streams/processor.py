@@ -140,6 +140,7 @@ class BatchProcessor:
         columnar pass (bigger tables: each kernel call's fixed cost is paid once)."""
         result = self._started(result)
         self._columns.process(batches, result, int(time.time() * 1000))
+        self._accounting.key_entries(result)
         return result
 
     def process_rows(self, messages: Sequence[Message], store: SubjectStore,
@@ -198,6 +199,7 @@ class BatchProcessor:
                                          decision.clause, now, result))
                 if isinstance(decision, DeleteSubject):
                     result.deletions.add(subject)
+        acct.key_entries(result)
         return result
 
     def partials(self, result: BatchResult) -> OutputBatch | None:

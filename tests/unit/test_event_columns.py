@@ -127,7 +127,7 @@ def _by_topic(result: BatchResult) -> dict[str, list[Any]]:
 
 
 def _new_subjects(result: BatchResult) -> set[bytes | None]:
-    return {r.key for r in result.records if r.topic == CATALOG.key_vault.name}
+    return {key for b in result.batches if b.topic == CATALOG.key_vault.name for key in b.keys}
 
 
 def _same(columnar: BatchResult, rows: BatchResult) -> None:
@@ -153,7 +153,7 @@ def _run_both(processor: BatchProcessor, store: SubjectStore, messages: list[Msg
     fresh = processor.process_rows(messages, SubjectStore(
         store.keyring, dict(store.histories), dict(store.consent_records), dict(store.keys)))
     assert _new_subjects(columnar) == _new_subjects(fresh) != set()
-    rows.records += [r for r in columnar.records if r.topic == CATALOG.key_vault.name]
+    rows.batches += [b for b in columnar.batches if b.topic == CATALOG.key_vault.name]
     return columnar, rows
 
 
@@ -189,6 +189,21 @@ def test_c20_partials_in_columns_are_the_row_codecs_records() -> None:
     assert processor.partials(BatchResult()) is None
 
 
+def test_new_keys_vault_entries_in_columns_are_the_row_codecs_records() -> None:
+    """A batch's new subject keys are written as key-vault entries encoded in one table:
+    the bytes ``codec.encode`` gives each entry, keyed by subject, unwrapping to the key."""
+    processor, store, raw = _setup(2_000)
+    result = processor.process(raw, store)
+    (batch,) = [b for b in result.batches if b.topic == CATALOG.key_vault.name]
+    assert len(batch.keys) > 5 and not result.new_keys
+    for key, value in zip(batch.keys, batch.values, strict=True):
+        schema, entry = CODEC.decode(value)
+        assert schema == "KeyVaultEntry" and entry["subject_id"].encode() == key
+        assert value == CODEC.encode("KeyVaultEntry", entry)
+        assert store.keyring.unwrap(entry["subject_id"], entry["wrapped_key"]) == \
+            store.keys[entry["subject_id"]]
+
+
 def test_consent_at_each_event_time_when_histories_start_late_or_change(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """D3 per row: the columnar path looks subjects up once each, so events before a
@@ -219,14 +234,14 @@ def test_several_partitions_in_one_pass_equal_one_pass_each() -> None:
     other = SubjectStore(store.keyring, dict(store.histories), dict(store.consent_records),
                          dict(store.keys))
     together = processor.process_partitions([(first, store), (second, other)])
-    assert together.records[0].topic == CATALOG.key_vault.name
+    assert _new_subjects(together)
     apart = processor.process_rows(first, SubjectStore(
         store.keyring, dict(store.histories), dict(store.consent_records), dict(store.keys)))
     processor.process_rows(second, SubjectStore(
         other.keyring, dict(other.histories), dict(other.consent_records), dict(other.keys)),
         apart)
     # The row runs read the stores after the columnar run: its new keys, no new entries.
-    apart.records += [r for r in together.records if r.topic == CATALOG.key_vault.name]
+    apart.batches += [b for b in together.batches if b.topic == CATALOG.key_vault.name]
     _same(together, apart)
 
 
