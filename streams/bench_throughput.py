@@ -5,7 +5,9 @@ pass-through (batches of 5,000, flush, then commit: the same durability rule as 
 worker), (2) the worker as its own process. Both first run three times over other
 events, untimed, so neither is measured while the fresh broker's JIT compiles its hot
 paths. The worker's rate counts the messages committed
-between its first and its last commit, so start-up is excluded.
+between its first and its last commit, so start-up is excluded; over the same span the
+worker's CPU per message (all its threads) and how busy the machine was are reported
+beside the pass-through's CPU per message, to say what limits the ratio.
 Then end-to-end latency at half the worker's maximum rate: raw message timestamp to
 analytics output timestamp, matched by event id. Prints progress, then ONE JSON object
 on the last line.
@@ -20,8 +22,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import TopicPartition
 
@@ -52,62 +55,106 @@ def _end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int
         consumer.close()
 
 
-def _wait_drained(bootstrap: str, group: str, topics: list[str],
-                  timeout: float = 900.0) -> tuple[float, float, int]:
-    """(time of first progress, time all committed, messages committed in between) for a
-    consumer group. The first commit's batch is not counted: it was processed before the
-    clock started. One client polls throughout: a new one each time took 9 ms of CPU."""
+class _Cpu(NamedTuple):
+    """CPU seconds so far: of some processes (all their threads), and of the machine."""
+
+    processes: float
+    machine_busy: float
+    machine_total: float
+
+
+def _cpu(pids: list[int]) -> _Cpu | None:
+    """Linux's /proc counters now; None where there are none."""
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        own = sum(sum(int(v) for v in Path(f"/proc/{pid}/stat").read_text()
+                      .rsplit(")", 1)[1].split()[11:13]) for pid in pids)
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + ticks[4]  # idle and waiting for I/O
+    return _Cpu(own / tick, (sum(ticks) - idle) / tick, sum(ticks) / tick)
+
+
+class _Drain(NamedTuple):
+    first: float  # time of the first progress
+    last: float  # time all was committed
+    counted: int  # messages committed in between
+    cpu: tuple[_Cpu, _Cpu] | None  # at those two times
+
+
+def _wait_drained(bootstrap: str, group: str, topics: list[str], pids: Sequence[int] = (),
+                  timeout: float = 900.0) -> _Drain:
+    """How a consumer group drained its backlog, with the CPU of ``pids`` and of the
+    machine over the same span. The first commit's batch is not counted: it was processed
+    before the clock started. One client polls throughout: a new one each time took 9 ms
+    of CPU."""
     reader = kafka_clients.lag_reader(bootstrap, group)
     try:
         initial = kafka_clients.lag(reader, topics)
-        first, rest = None, 0
+        first, rest, at_first = None, 0, None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             lag = kafka_clients.lag(reader, topics)
             now = time.monotonic()
             if lag < initial and first is None:
-                first, rest = now, lag
+                first, rest, at_first = now, lag, _cpu(list(pids))
             if lag == 0:
-                return first or now, now, rest
+                at_last = _cpu(list(pids))
+                return _Drain(first or now, now, rest, (at_first, at_last)
+                              if at_first is not None and at_last is not None else None)
             time.sleep(0.2)  # polling committed offsets, bounded by the deadline
         raise TimeoutError(f"group {group} did not drain within {timeout}s")
     finally:
         reader.close()
 
 
-def _drain_rate(bootstrap: str, group: str, topics: list[str], option: str = "--events"
-                ) -> float:
-    """Messages/s of a consumer group working through its backlog (``option``: the CLI
-    option that sets its size, named if it is too small to time)."""
-    first, last, counted = _wait_drained(bootstrap, group, topics)
-    if last - first < 1.0:  # the lag is polled every 0.2 s: no rate in one glimpse
+def _drain_rate(bootstrap: str, group: str, topics: list[str], option: str = "--events",
+                pids: Sequence[int] = ()) -> tuple[float, dict[str, float]]:
+    """Messages/s of a consumer group working through its backlog, and over that span
+    the CPU of ``pids`` per message (µs) and how busy the machine was (``option``: the CLI
+    option that sets the backlog, named if it is too small to time)."""
+    drain = _wait_drained(bootstrap, group, topics, pids)
+    span = drain.last - drain.first
+    if span < 1.0:  # the lag is polled every 0.2 s: no rate in one glimpse
         raise ConfigError(f"bench throughput: group {group} committed its backlog within "
-                          f"{last - first:.1f}s of its first commit, too fast to time; "
+                          f"{span:.1f}s of its first commit, too fast to time; "
                           f"use a larger {option}")
-    return counted / (last - first)
+    cpu: dict[str, float] = {}
+    if drain.cpu is not None:
+        start, end = drain.cpu
+        cpu = {"cpu_us_per_msg": round((end.processes - start.processes)
+                                       / drain.counted * 1e6, 1),
+               "machine_busy": round((end.machine_busy - start.machine_busy)
+                                     / max(end.machine_total - start.machine_total, 1e-9), 3)}
+    return drain.counted / span, cpu
 
 
-def passthrough(bootstrap: str, sources: list[str], sink: str, messages: int) -> float:
-    """Messages/s of a plain consume → produce → flush → commit loop."""
+def passthrough(bootstrap: str, sources: list[str], sink: str, messages: int
+                ) -> tuple[float, float]:
+    """Messages/s of a plain consume → produce → flush → commit loop, and its CPU per
+    message (µs, librdkafka's threads included)."""
     group = f"bench-passthrough-{uuid.uuid4().hex[:8]}"
     consumer = kafka_clients.consumer(bootstrap, group, **{"fetch.wait.max.ms": 50})
     producer = kafka_clients.producer(bootstrap, **{"linger.ms": 5})
     consumer.subscribe(sources)
-    seen, first = 0, None
+    seen, first, cpu_first = 0, None, 0.0
     deadline = time.monotonic() + 900
     try:
         while seen < messages and time.monotonic() < deadline:
             batch = consumer.consume(5_000, timeout=0.2)
             if not batch:
                 continue
-            first = first or time.monotonic()
+            if first is None:
+                first, cpu_first = time.monotonic(), time.process_time()
             for msg in batch:
                 if msg.error() is None:
                     producer.produce(sink, msg.value(), msg.key())
                     seen += 1
             producer.flush(60)
             consumer.commit(asynchronous=False)
-        return seen / (time.monotonic() - (first or time.monotonic()) or 1e-9)
+        return (seen / (time.monotonic() - (first or time.monotonic()) or 1e-9),
+                (time.process_time() - cpu_first) / max(seen, 1) * 1e6)
     finally:
         consumer.close()
 
@@ -209,7 +256,7 @@ def _warm_up(bootstrap: str, events: int) -> list[float]:
             proc = _worker(_env(bootstrap, prefix, home))
             try:
                 rates.append(_drain_rate(bootstrap, f"{prefix}privacy-pipeline.worker",
-                                         inputs, "--warm-up"))
+                                         inputs, "--warm-up")[0])
             finally:
                 proc.terminate()
                 proc.communicate(timeout=60)
@@ -231,16 +278,17 @@ def run(settings: Settings, *, events: int = 200_000, latency_seconds: float = 1
         messages = sum(_end_offsets(bootstrap, inputs).values())
 
         _say("pass-through …")
-        pt_rate = passthrough(bootstrap, inputs, sink.name, messages)
-        _say(f"pass-through: {pt_rate:,.0f} msg/s")
+        pt_rate, pt_cpu = passthrough(bootstrap, inputs, sink.name, messages)
+        _say(f"pass-through: {pt_rate:,.0f} msg/s, {pt_cpu:.1f} µs CPU a message")
 
         env = _env(bootstrap, prefix, home)
         _say(f"{workers} worker process(es) …")
         procs = [_worker(env) for _ in range(workers)]
         try:
             group = f"{prefix}privacy-pipeline.worker"
-            rate = _drain_rate(bootstrap, group, inputs)
-            _say(f"workers: {rate:,.0f} msg/s")
+            rate, cpu = _drain_rate(bootstrap, group, inputs, pids=[p.pid for p in procs])
+            _say(f"workers: {rate:,.0f} msg/s, {cpu.get('cpu_us_per_msg')} µs CPU a message, "
+                 f"machine {cpu.get('machine_busy')} busy")
             target = rate / 2
             _say(f"latency at {target:,.0f} events/s for {latency_seconds:.0f}s …")
             since = _end_offsets(bootstrap, [t.name for t in catalog.raw])
@@ -258,7 +306,11 @@ def run(settings: Settings, *, events: int = 200_000, latency_seconds: float = 1
                 raise RuntimeError(f"worker exited {code}: {err.decode()[-500:]}")
     return {"events": summary["events"], "messages": messages,
             "pipeline_events_per_s": round(rate), "passthrough_events_per_s": round(pt_rate),
-            "ratio": round(rate / pt_rate, 3), "p50_ms": _pct(latencies, 0.5),
+            "ratio": round(rate / pt_rate, 3),
+            "pipeline_cpu_us_per_msg": cpu.get("cpu_us_per_msg"),
+            "passthrough_cpu_us_per_msg": round(pt_cpu, 1),
+            "machine_busy_during_pipeline": cpu.get("machine_busy"),
+            "p50_ms": _pct(latencies, 0.5),
             "p99_ms": _pct(latencies, 0.99), "latency_samples": len(latencies),
             "latency_rate_events_per_s": round(target), "rss_mb": round(rss, 1),
             "worker_processes": workers, "warm_up_events": warm_up,
