@@ -146,18 +146,23 @@ class Windows:
 
     def add(self, partial: Mapping[str, Any], closed_before: int) -> list[dict[str, Any]]:
         """Merge one contribution; returns corrected cells if it was late."""
-        window = partial["window_start"]
-        values = tuple(partial["dimensions"].get(d, "unknown") for d in DIMENSIONS)
+        return self.add_cell(partial["window_start"],
+                             tuple(partial["dimensions"].get(d, "unknown") for d in DIMENSIONS),
+                             partial["subject_tokens"], closed_before)
+
+    def add_cell(self, window: int, values: tuple[str, ...], tokens: Sequence[str],
+                 closed_before: int) -> list[dict[str, Any]]:
+        """``add`` for a contribution already taken apart: its window, its dimension values
+        (``DIMENSIONS`` order) and its subject tokens."""
         self.watermark = max(self.watermark, window)
         if window in self.closed:
-            tokens = self.closed[window].setdefault(values, set())
-            tokens.update(partial["subject_tokens"])
-            return self._emit(window, {values: tokens})
+            found = self.closed[window].setdefault(values, set())
+            found.update(tokens)
+            return self._emit(window, {values: found})
         if window < closed_before:  # its state is gone: counting it now could undercount
             self.late_dropped += 1
             return []
-        self.open.setdefault(window, {}).setdefault(values, set()).update(
-            partial["subject_tokens"])
+        self.open.setdefault(window, {}).setdefault(values, set()).update(tokens)
         return []
 
     def close(self, before: int, keep_closed: int = 3) -> list[dict[str, Any]]:

@@ -21,10 +21,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from streams import kafka_clients, metrics
-from streams.aggregates import WINDOW_MS, Windows, cell_key
+from streams import avro_columns, kafka_clients, metrics
+from streams.aggregates import DIMENSIONS, WINDOW_MS, Windows, cell_key
 from streams.codec import Codec, default_codec
-from streams.errors import BrokerError
+from streams.errors import BrokerError, SerializationError
+from streams.event_columns import map_values
 from streams.policy import Policy
 from streams.settings import Settings
 
@@ -84,17 +85,20 @@ class Aggregator:
     def _fold(self, batch: list[Any]) -> list[dict[str, Any]]:
         cells: list[dict[str, Any]] = []
         closed_before = self.windows.watermark - LATENESS_WINDOWS * WINDOW_MS
+        messages = []
         for msg in batch:
             err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF or err.retriable():
                     continue
                 raise BrokerError(f"aggregator: {err.str()}")
-            partial = self.codec.decode(msg.value())[1]
-            part = msg.partition()
-            self._first.setdefault(part, {}).setdefault(partial["window_start"], msg.offset())
-            self._next[part] = msg.offset() + 1
-            cells += self.windows.add(partial, closed_before)
+            messages.append(msg)
+        for i, window, values, tokens in decode_partials([m.value() for m in messages],
+                                                         self.codec):
+            part, offset = messages[i].partition(), messages[i].offset()
+            self._first.setdefault(part, {}).setdefault(window, offset)
+            self._next[part] = offset + 1
+            cells += self.windows.add_cell(window, values, tokens, closed_before)
         return cells
 
     def _commit(self, consumer: Consumer, producer: Any, cells: list[dict[str, Any]]) -> None:
@@ -121,3 +125,29 @@ class Aggregator:
         self._first.clear()
         self._next.clear()
         self.windows.open.clear()
+
+
+def decode_partials(values: list[bytes], codec: Codec
+                    ) -> list[tuple[int, int, tuple[str, ...], list[str]]]:
+    """Per aggregate contribution, in batch order: its position, window, dimension values
+    (``DIMENSIONS`` order, "unknown" where absent) and subject tokens, decoded in columns
+    (a batch's thousand partials, one fastavro call each, took a tenth of a worker's drain
+    on the aggregator's thread, holding the GIL). A record that does not decode, or of
+    another schema, raises: the workers write them, so it is a bug, never skipped."""
+    if not values:
+        return []
+    decoded = (avro_columns.decode_columns(values) if codec is default_codec()
+               else avro_columns.decode_rows(values, codec))
+    if decoded.errors:
+        raise decoded.errors[min(decoded.errors)]
+    rows: list[tuple[int, int, tuple[str, ...], list[str]]] = []
+    for part in decoded.parts:
+        if part.schema.name != "AggregatePartial":
+            raise SerializationError(f"a {part.schema.name} record among aggregate partials")
+        table = part.table
+        dims = [[v if v is not None else "unknown" for v in d.to_pylist()]
+                for d in map_values(table.column("dimensions").combine_chunks(), DIMENSIONS)]
+        rows += zip(part.index.tolist(), table.column("window_start").to_pylist(),
+                    zip(*dims, strict=True), table.column("subject_tokens").to_pylist(),
+                    strict=True)
+    return sorted(rows, key=lambda row: row[0]) if len(decoded.parts) > 1 else rows

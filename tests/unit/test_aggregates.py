@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from streams.aggregates import (
+    DIMENSIONS,
     WINDOW_MS,
     Contributions,
     Windows,
@@ -13,6 +15,9 @@ from streams.aggregates import (
     subject_token,
     token_key,
 )
+from streams.aggregator import decode_partials
+from streams.codec import default_codec
+from streams.errors import SerializationError
 from streams.event_columns import subject_tokens
 
 H0 = 1_767_225_600_000
@@ -95,3 +100,28 @@ def test_columnar_subject_tokens_equal_subject_token() -> None:
     tokens = subject_tokens(key, windows, pa.array(subjects, pa.string())).to_pylist()
     assert tokens == [subject_token(key, int(w), s)
                       for w, s in zip(windows, subjects, strict=True)]
+
+
+def test_c20_partials_decoded_in_columns_fold_as_the_row_codecs_records() -> None:
+    """The aggregator decodes a batch of contributions in columns: per contribution the
+    window, dimension values and tokens ``Windows.add`` reads from ``codec.decode``'s
+    record, in batch order; a record that is not a partial stops it (a worker bug)."""
+    codec = default_codec()
+    contrib = Contributions(token_key(b"m" * 32))
+    for i in range(40):
+        contrib.add(play(i, window=i % 3, title=f"T{i % 5}", platform=["ios", ""][i % 2]),
+                    f"s{i % 7}")
+    values = [codec.encode("AggregatePartial", rec) for _, rec in contrib.records("us-east")]
+    decoded = [codec.decode(v)[1] for v in values]
+    expected = [(i, p["window_start"], tuple(p["dimensions"].get(d, "unknown")
+                                             for d in DIMENSIONS), p["subject_tokens"])
+                for i, p in enumerate(decoded)]
+    assert decode_partials(values, codec) == expected and len(expected) > 10
+    drop = codec.encode("DropRecord", {
+        "event_id": "e", "reason": "r", "clause": "C1", "source_topic": "t",
+        "source_partition": 0, "source_offset": 0, "dropped_at": 0,
+        "processing_region": "us-east"})
+    with pytest.raises(SerializationError):
+        decode_partials([*values, drop], codec)
+    with pytest.raises(SerializationError):
+        decode_partials([values[0][:-3]], codec)
