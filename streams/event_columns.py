@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -67,6 +67,7 @@ __all__ = ["COLUMNAR_FROM", "ColumnarEvents", "map_values", "play_cells"]
 # batch engine's and encoder's fixed cost per group (3-7 ms) is more than the row engine's
 # 40-80 us per row; at about 100 rows the two cost the same (D13).
 COLUMNAR_FROM = 100
+T = TypeVar("T")
 _UNDER_13 = ("under_13", "C8")
 _ERASED = ("subject_erased", "C15")
 
@@ -118,6 +119,22 @@ class _Placed:
             order = np.argsort(np.concatenate([c[0] for c in chunks]), kind="stable")
             result.batches.append(OutputBatch(topic, _reordered([c[1] for c in chunks], order),
                                               _reordered([c[2] for c in chunks], order)))
+
+
+class _Group(NamedTuple):
+    """The rows of one schema's part of a batch that are decided."""
+
+    schema: str
+    table: pa.Table
+    positions: np.ndarray  # each row's position in the batch
+    subjects: list[str]
+
+
+def _part_of(factored: Factored[T], rows: slice) -> Factored[T]:
+    """``rows`` of a batch-wide factored sequence, with only the values those rows use
+    (the engine works once per value it is given)."""
+    used, codes = np.unique(factored.codes[rows], return_inverse=True)
+    return Factored([factored.values[i] for i in used.tolist()], codes.reshape(-1))
 
 
 class _Topics:
@@ -177,9 +194,23 @@ class ColumnarEvents:
             placed.letter(i, self._acct.dead_letter(messages[i], exc, result))
         keys = pa.array([m.key() or b"" for m in messages], pa.binary())
         batch_topics = _Topics(topics)
-        for part in decoded.parts:
-            self._schema_rows(part, messages, batch_topics, keys, owner, stores, placed,
-                              result, now)
+        groups = [group for part in decoded.parts
+                  if (group := self._live_rows(part, messages, batch_topics, keys, placed,
+                                               result)) is not None]
+        if groups:
+            # A subject's events span several schema groups: looked up once a batch.
+            times = [g.table.column("event_time").fill_null(0).to_numpy() for g in groups]
+            states, subject_keys = self._subjects(
+                pa.chunked_array([c for g in groups for c in g.table.column("subject_id").chunks],
+                                 pa.string()),
+                [s for g in groups for s in g.subjects], np.concatenate(times),
+                owner[np.concatenate([g.positions for g in groups])], stores, result, now)
+            at = 0
+            for group, group_times in zip(groups, times, strict=True):
+                rows = slice(at, at + group.table.num_rows)
+                at = rows.stop
+                self._decide(group, group_times, _part_of(states, rows),
+                             _part_of(subject_keys, rows), messages, placed, result)
         placed.finish(self._acct, now, result)
 
     def _decode(self, values: list[bytes | None]) -> avro_columns.DecodedBatch:
@@ -200,10 +231,11 @@ class ColumnarEvents:
         errors.update({i: FramingError("expected bytes, got NoneType") for i in missing})
         return avro_columns.DecodedBatch(parts, errors)
 
-    def _schema_rows(self, part: avro_columns.SchemaRows, messages: list[Message],
-                     topics: _Topics, keys: pa.Array, owner: np.ndarray,
-                     stores: list[SubjectStore], placed: _Placed, result: BatchResult,
-                     now: int) -> None:
+    def _live_rows(self, part: avro_columns.SchemaRows, messages: list[Message],
+                   topics: _Topics, keys: pa.Array, placed: _Placed, result: BatchResult
+                   ) -> _Group | None:
+        """The rows of one schema's part to decide; the others (wrong topic, another
+        subject's key, an erased subject) accounted for here."""
         schema, table, index = part.schema.name, part.table, part.index
         positions = index.tolist()
         allowed = self._topics_of.get(schema, frozenset())
@@ -233,17 +265,15 @@ class ColumnarEvents:
                         live[r] = False
                         placed.drop(positions[r], messages[positions[r]], event_ids[r], *_ERASED)
         rows = np.flatnonzero(live)
-        if len(rows):
-            self._decide(schema, table if len(rows) == len(live) else table.take(rows),
-                         index[rows], [subjects[r] for r in rows.tolist()], messages, owner,
-                         stores, placed, result, now)
+        if not len(rows):
+            return None
+        return _Group(schema, table if len(rows) == len(live) else table.take(rows),
+                      index[rows], [subjects[r] for r in rows.tolist()])
 
-    def _decide(self, schema: str, table: pa.Table, index: np.ndarray, subjects: list[str],
-                messages: list[Message], owner: np.ndarray, stores: list[SubjectStore],
-                placed: _Placed, result: BatchResult, now: int) -> None:
-        times = table.column("event_time").fill_null(0).to_numpy()
-        states, subject_keys = self._subjects(table, subjects, times, owner[index], stores,
-                                              result, now)
+    def _decide(self, group: _Group, times: np.ndarray,
+                states: Factored[SubjectState | None], subject_keys: Factored[bytes],
+                messages: list[Message], placed: _Placed, result: BatchResult) -> None:
+        schema, table, index, subjects = group
         if table.num_rows < COLUMNAR_FROM:
             self._decide_rows(schema, table, index, subjects, states, subject_keys, messages,
                               placed, result)
@@ -284,13 +314,13 @@ class ColumnarEvents:
         self._account_rest(outcome, kinds, errors, index, subjects, table, messages, placed,
                            result)
 
-    def _subjects(self, table: pa.Table, subjects: list[str], times: np.ndarray,
+    def _subjects(self, column: pa.ChunkedArray, subjects: list[str], times: np.ndarray,
                   owners: np.ndarray, stores: list[SubjectStore], result: BatchResult,
                   now: int) -> tuple[Factored[SubjectState | None], Factored[bytes]]:
-        """Per row its consent state at its event time (D3) and its subject key (a new
-        subject gets one, in order of first appearance), looked up once per subject and
-        handed over factored (per subject, and each row's subject)."""
-        codes = table.column("subject_id").combine_chunks().dictionary_encode()
+        """Per row (subject ids ``column``) its consent state at its event time (D3) and
+        its subject key (a new subject gets one, in order of first appearance), looked up
+        once per subject and handed over factored (per subject, and each row's subject)."""
+        codes = column.combine_chunks().dictionary_encode()
         pairs = (codes.indices.to_numpy(zero_copy_only=False).astype(np.int64) * len(stores)
                  + owners)
         _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
