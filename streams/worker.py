@@ -311,9 +311,9 @@ class Worker:
                     raise BrokerError(f"consuming: {err.str()}")
                 log.warning("consumer: %s", err.str())
                 continue
-            part = msg.partition()
-            by_partition[part][0 if msg.topic() == consent_topic else 1].append(msg)
-            offsets[(msg.topic(), part)] = msg.offset() + 1
+            part, topic = msg.partition(), msg.topic()
+            by_partition[part][topic != consent_topic].append(msg)  # consent first, raw second
+            offsets[(topic, part)] = msg.offset() + 1
         if any(m.value() is None for consent, _ in by_partition.values() for m in consent):
             self._catch_up_ledger()
         result = BatchResult()
