@@ -305,11 +305,13 @@ def pad_states(keys: np.ndarray, key_offsets: np.ndarray) -> np.ndarray:
 
 
 def pseudonyms(pads: np.ndarray, key_of: np.ndarray, prefix: bytes, data: np.ndarray,
-               starts: np.ndarray, ends: np.ndarray, chars: int = DIGEST_HEX) -> pa.Array:
+               starts: np.ndarray, ends: np.ndarray, chars: int = DIGEST_HEX,
+               valid: np.ndarray | None = None) -> pa.Array:
     """Row r's pseudonym under key ``key_of[r]`` (an index into ``pads``) of the message
     ``prefix + data[starts[r]:ends[r]]``: the MAC's first ``chars`` hex digits (even, at
-    most 64), as an Arrow string array. (Spans, not offsets: a string column's rows are
-    hashed where they are, without a copy.)"""
+    most 64), as an Arrow string array; null where ``valid`` (bool per row) is False.
+    (Spans, not offsets: a string column's rows are hashed where they are, without a
+    copy.)"""
     if chars % 2 or not 0 < chars <= 64:
         raise ValueError(f"chars must be even and 2-64, not {chars}")
     n = len(key_of)
@@ -318,5 +320,7 @@ def pseudonyms(pads: np.ndarray, key_of: np.ndarray, prefix: bytes, data: np.nda
                         np.ascontiguousarray(starts, np.int64),
                         np.ascontiguousarray(ends, np.int64), chars, _HEX_PAIRS)
     offsets = np.arange(0, (n + 1) * chars, chars, dtype=np.int32)
-    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
+    validity = (None if valid is None or valid.all()
+                else pa.py_buffer(np.packbits(valid, bitorder="little")))
+    return pa.Array.from_buffers(pa.string(), n, [validity, pa.py_buffer(offsets),
                                                   pa.py_buffer(hexes)])
