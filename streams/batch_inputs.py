@@ -109,7 +109,7 @@ class BatchRows:
                 return np.zeros(self.n, bool)
             return np.fromiter((r.get(name) in values for r in self.records), bool, self.n)
         found = pc.is_in(column, value_set=pa.array(sorted(values), pa.string()))
-        return np.asarray(found.fill_null(False))
+        return np.asarray(_filled(found, False))
 
     def truthy(self, name: str) -> np.ndarray:
         column = self.columns.get(name)
@@ -117,7 +117,13 @@ class BatchRows:
             if self.from_table:
                 return np.zeros(self.n, bool)
             return np.fromiter((bool(r.get(name)) for r in self.records), bool, self.n)
-        return np.asarray(column.fill_null(False))
+        return np.asarray(_filled(column, False))
+
+
+def _filled(column: pa.Array, fill: Any) -> pa.Array:
+    """``column`` with nulls as ``fill``; itself when it has none (a fill kernel call costs
+    tens of microseconds even then)."""
+    return column.fill_null(fill) if column.null_count else column
 
 
 # Columns of a state's row (``_state_row``).
@@ -206,7 +212,7 @@ class _StateRows:
                 if found[i] is None:
                     found[i] = self._server_ids.setdefault(name, len(self._server_ids))
         ids = np.array(found, np.int64)
-        index = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+        index = _filled(encoded.indices, -1).to_numpy(zero_copy_only=False)
         keys = ((slots[state_of].astype(np.int64) << 32) | ids[index]).tolist()
         bits = np.fromiter(map(self._servers.get, keys, repeat(-1)), np.int64, len(keys))
         unseen = np.flatnonzero(bits < 0)

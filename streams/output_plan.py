@@ -62,6 +62,10 @@ class TablePlan:
     in_variants: np.ndarray  # bool (steps, 4)
     everywhere: tuple[bool, ...]
     columns: tuple[Constant | FieldColumn | MapColumn, ...] | None
+    # Steps of top-level columns read at the table's input rows (not pseudonyms): taken
+    # in one call, as the columns of one record batch named by ``take_names``.
+    takes: tuple[int, ...] = ()
+    take_names: tuple[str, ...] = ()
 
 
 _plans: dict[tuple[int, tuple[int, ...], int, str, str],
@@ -112,7 +116,10 @@ def _compile(layouts: Sequence[RecordLayout], variants: tuple[int, ...], schema:
             found = tuple(i for i, s in enumerate(steps) if s.target == "o" and s.out_name == name)
             columns.append(FieldColumn(found, field_type, pa.scalar(default, field_type)
                                        if default is not None or not found else None))
-    return TablePlan(steps, in_variants, everywhere, tuple(columns))
+    takes = tuple(i for c in columns if isinstance(c, FieldColumn) for i in c.steps
+                  if steps[i].handling != "pseudonymize")
+    return TablePlan(steps, in_variants, everywhere, tuple(columns), takes,
+                     tuple(str(i) for i in range(len(takes))))
 
 
 def _ordered_steps(layouts: Sequence[RecordLayout], variants: Sequence[int], target: str
