@@ -108,7 +108,7 @@ class BatchRows:
             if self.from_table:
                 return np.zeros(self.n, bool)
             return np.fromiter((r.get(name) in values for r in self.records), bool, self.n)
-        found = pc.is_in(column, value_set=pa.array(sorted(values), pa.string()))
+        found = pc.is_in(column, options=_lookup(values))
         return np.asarray(_filled(found, False))
 
     def truthy(self, name: str) -> np.ndarray:
@@ -118,6 +118,17 @@ class BatchRows:
                 return np.zeros(self.n, bool)
             return np.fromiter((bool(r.get(name)) for r in self.records), bool, self.n)
         return np.asarray(_filled(column, False))
+
+
+_lookups: dict[frozenset[str], pc.SetLookupOptions] = {}
+
+
+def _lookup(values: frozenset[str]) -> pc.SetLookupOptions:
+    """``is_in``'s options for one of the policy's value sets (made once each)."""
+    found = _lookups.get(values)
+    if found is None:
+        found = _lookups[values] = pc.SetLookupOptions(pa.array(sorted(values), pa.string()))
+    return found
 
 
 def _filled(column: pa.Array, fill: Any) -> pa.Array:
@@ -177,8 +188,11 @@ class _StateRows:
         """The slot of each state's row (resolving the states not seen before)."""
         if policy is not self.policy:
             self._restart(policy)
-        codes = np.fromiter((-1 if s is None or s._batch_memo is None else s._batch_memo
-                             for s in distinct), np.int64, len(distinct))
+        # Memos read by C loops (getattr: None for a None state or an unset memo); a memo
+        # is under 2**53, so float64 holds it exactly and NaN marks a missing one.
+        memos = np.array(list(map(getattr, distinct, repeat("_batch_memo"), repeat(None))),
+                         np.float64)
+        codes = np.where(np.isnan(memos), -1, memos).astype(np.int64)
         stale = np.flatnonzero((codes >> 32) != self.generation)
         if len(stale) and self.used + len(stale) + 1 > len(self.rows):
             self._restart(policy, len(distinct) + 1)
