@@ -188,11 +188,8 @@ class _StateRows:
         """The slot of each state's row (resolving the states not seen before)."""
         if policy is not self.policy:
             self._restart(policy)
-        # Memos read by C loops (getattr: None for a None state or an unset memo); a memo
-        # is under 2**53, so float64 holds it exactly and NaN marks a missing one.
-        memos = np.array(list(map(getattr, distinct, repeat("_batch_memo"), repeat(None))),
-                         np.float64)
-        codes = np.where(np.isnan(memos), -1, memos).astype(np.int64)
+        codes = np.fromiter((-1 if s is None or s._batch_memo is None else s._batch_memo
+                             for s in distinct), np.int64, len(distinct))
         stale = np.flatnonzero((codes >> 32) != self.generation)
         if len(stale) and self.used + len(stale) + 1 > len(self.rows):
             self._restart(policy, len(distinct) + 1)
