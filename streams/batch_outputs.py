@@ -138,7 +138,7 @@ class SharedColumns:
             found = self._buffers[step.field] = (data, offsets, valid)
         data, offsets, valid = found
         return pseudonyms(self.ctx.pads, key_index, step.arg.encode() + b"\x00", data,
-                          offsets[rows], offsets[rows + 1],
+                          offsets[:-1], offsets[1:], rows=rows,
                           valid=valid[rows] if valid is not None else None)
 
     def values(self, step: FieldStep) -> pa.Array:
