@@ -1,7 +1,9 @@
 """Output records of one (destination, variant) as an Arrow table, from its field plan.
 
 The columnar counterpart of a compiled builder (``streams.field_plan``): it reads the
-same ``RecordLayout`` and makes each output column once for all rows of a batch.
+same ``RecordLayout`` and makes each output column once for all rows of a batch. What
+a table needs from its layouts (steps, entry orders, names, constants) is worked out
+once per (layouts, variants present, schema) by ``streams.output_plan``.
 Pseudonyms are hashed for a whole column in one native call (``hmac_kernel``, the same
 values as ``pseudonym.pseudonymize``; no cache, so nothing derived outlives a batch),
 generalizers run once per distinct value with the functions of ``streams.generalize``,
@@ -181,12 +183,13 @@ def build_table(layouts: Sequence[RecordLayout], rows: np.ndarray, variants: np.
             values.append(shared.values(step))
         local.append(step.handling == "pseudonymize")
     taken = _taken(plan, values, rows)
+    kinds = variants.astype(np.int64)  # the map kernel's row kinds: once for both maps
     columns = []
     for column in plan.columns:
         if isinstance(column, MapColumn):
             columns.append(map_array(
                 column.names, [cast_to(values[i], column.item_type) for i in column.steps],
-                [local[i] for i in column.steps], rows, variants, column.in_variants,
+                [local[i] for i in column.steps], rows, kinds, column.in_variants,
                 column.item_type))
         elif isinstance(column, Constant):
             columns.append(pa.repeat(column.value, n))
