@@ -213,7 +213,9 @@ def _decide(prep: PreparedSchema, rows: BatchRows, st: BatchStates,
     for dest in plan.dests:
         active = open_ & (rows.isin("event_type", dest.event_types)
                           if dest.event_types is not None else True)
-        conditions = [(dest.since_index > version_index) & (dest.since_index > 0)]  # C21
+        # C21 (a destination with since_index 0 never drops for it: no array to make)
+        conditions: list[np.ndarray | None] = [
+            dest.since_index > version_index if dest.since_index > 0 else None]
         choices = [reason(engine._OLD_VERSION)]
         if dest.third_party:  # C9, C10: fail closed
             conditions += [no_state, ~adult_enough, managed]
@@ -259,13 +261,16 @@ def _filled(column: pa.Array, fill: int) -> np.ndarray:
         zero_copy_only=False)
 
 
-def _first_reason(n: int, conditions: list[np.ndarray], choices: list[int]) -> np.ndarray:
-    """Per row the choice of its first true condition, else ``_NO_REASON``: ``np.select``,
-    written last condition first so that earlier ones overwrite (np.select costs about
-    60 us a call here, most of it checking and broadcasting its arguments)."""
+def _first_reason(n: int, conditions: list[np.ndarray | None], choices: list[int]
+                  ) -> np.ndarray:
+    """Per row the choice of its first true condition (None: true nowhere), else
+    ``_NO_REASON``: ``np.select``, written last condition first so that earlier ones
+    overwrite (np.select costs about 60 us a call here, most of it checking and
+    broadcasting its arguments)."""
     code = np.full(n, _NO_REASON, np.int32)
     for condition, choice in zip(reversed(conditions), reversed(choices), strict=True):
-        code[condition] = choice
+        if condition is not None:
+            code[condition] = choice
     return code
 
 
