@@ -131,11 +131,12 @@ def decide_table(
     keys given as ``Factored`` are taken as they are factored (the worker's lookups)."""
     prep = prepare(policy, source_schema)
     n = table.num_rows
-    present = set(table.column_names)
+    # Columns found by name once: a lookup by name per field made a schema each time.
+    by_name = dict(zip(table.column_names, table.columns, strict=True))
     columns = {
-        f.name: (cast_to(_one_array(table.column(f.name)), f.type)
-                 if f.name in present else pa.nulls(n, f.type))
-        for f in prep.struct
+        name: (cast_to(_one_array(by_name[name]), type_) if name in by_name
+               else pa.nulls(n, type_))
+        for name, type_ in prep.fields
     }
     irregular = np.zeros(n, bool)
     for name in prep.required:

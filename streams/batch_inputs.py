@@ -39,6 +39,7 @@ class PreparedSchema:
     struct: pa.StructType  # the input fields the plan reads
     required: tuple[str, ...]  # those of them with no null branch
     outputs: Mapping[str, pa.Schema]  # destination -> Arrow schema of its output schema
+    fields: tuple[tuple[str, pa.DataType], ...] = ()  # ``struct``'s, as (name, type)
 
 
 _prepared: dict[tuple[int, str], tuple[Policy, PreparedSchema]] = {}
@@ -64,7 +65,8 @@ def prepare(policy: Policy, source_schema: str) -> PreparedSchema:
         out = policy.catalog.by_name(d.layouts[0].output_schema).raw["fields"]
         outputs[d.name] = pa.schema([(f["name"], arrow_type(f["type"])) for f in out])
     required = tuple(f.name for f in fields if not f.nullable)
-    prepared = PreparedSchema(plan, struct, required, outputs)
+    prepared = PreparedSchema(plan, struct, required, outputs,
+                              tuple((f.name, f.type) for f in struct))
     _prepared[(id(policy), source_schema)] = (policy, prepared)
     return prepared
 
