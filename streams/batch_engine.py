@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from streams import engine
 from streams.batch_inputs import (
@@ -132,11 +131,12 @@ def decide_table(
     keys given as ``Factored`` are taken as they are factored (the worker's lookups)."""
     prep = prepare(policy, source_schema)
     n = table.num_rows
-    present = set(table.column_names)
+    # Columns found by name once: a lookup by name per field made a schema each time.
+    by_name = dict(zip(table.column_names, table.columns, strict=True))
     columns = {
-        f.name: (cast_to(_one_array(table.column(f.name)), f.type)
-                 if f.name in present else pa.nulls(n, f.type))
-        for f in prep.struct
+        name: (cast_to(_one_array(by_name[name]), type_) if name in by_name
+               else pa.nulls(n, type_))
+        for name, type_ in prep.fields
     }
     irregular = np.zeros(n, bool)
     for name in prep.required:
@@ -153,16 +153,17 @@ def _one_array(column: pa.ChunkedArray) -> pa.Array:
 def _decide_columns(prep: PreparedSchema, columns: dict[str, pa.Array], irregular: np.ndarray,
                     records: Sequence[Mapping[str, Any]], states: Sequence[SubjectState | None],
                     keys: Sequence[bytes], policy: Policy) -> BatchOutcome:
-    if isinstance(keys, Factored):
-        distinct_keys, key_index = pa.array(keys.values, pa.binary()), keys.codes
+    if isinstance(keys, Factored):  # joined in Python: an Arrow array of them costs 10x
+        key_bytes, key_offsets = _joined(keys.values)
+        key_index = keys.codes
     else:
         encoded_keys = pa.array(keys, pa.binary()).dictionary_encode()
-        distinct_keys = encoded_keys.dictionary
+        key_bytes, key_offsets = string_buffers(encoded_keys.dictionary)
         key_index = encoded_keys.indices.to_numpy(zero_copy_only=False)
-    short = np.asarray(pc.less(pc.binary_length(distinct_keys), MIN_KEY_BYTES))
+    short = np.diff(key_offsets) < MIN_KEY_BYTES
     irregular |= short[key_index]
     rows, subject_states = BatchRows(records, columns), BatchStates(states, policy)
-    pads = pad_states(*string_buffers(distinct_keys))
+    pads = pad_states(key_bytes, key_offsets)
     while True:
         try:
             return _decide(prep, rows, subject_states, records, states, keys, policy, irregular,
@@ -173,6 +174,13 @@ def _decide_columns(prep: PreparedSchema, columns: dict[str, pa.Array], irregula
             irregular[exc.rows] = True
 
 
+def _joined(values: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """The bytes and int64 offsets (one more than values) of ``values`` laid end to end."""
+    offsets = np.zeros(len(values) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, values), np.int64, len(values)), out=offsets[1:])
+    return np.frombuffer(b"".join(values), np.uint8), offsets
+
+
 def _decide(prep: PreparedSchema, rows: BatchRows, st: BatchStates,
             records: Sequence[Mapping[str, Any]], states: Sequence[SubjectState | None],
             keys: Sequence[bytes], policy: Policy, irregular: np.ndarray, ctx: OutputContext
@@ -181,7 +189,7 @@ def _decide(prep: PreparedSchema, rows: BatchRows, st: BatchStates,
     reason = _Reasons()
     kinds = np.full(n, ROUTED, np.int8)
     reasons = np.zeros(n, np.int32)
-    event_time = rows.columns["event_time"].fill_null(0).to_numpy(zero_copy_only=False)
+    event_time = _filled(rows.columns["event_time"], 0)
     age = st.age_class(event_time)
     no_state = st.none[st.row]
     deleted = ~no_state & (age == UNDER_13) & ~irregular  # C8
@@ -206,7 +214,9 @@ def _decide(prep: PreparedSchema, rows: BatchRows, st: BatchStates,
     for dest in plan.dests:
         active = open_ & (rows.isin("event_type", dest.event_types)
                           if dest.event_types is not None else True)
-        conditions = [(dest.since_index > version_index) & (dest.since_index > 0)]  # C21
+        # C21 (a destination with since_index 0 never drops for it: no array to make)
+        conditions: list[np.ndarray | None] = [
+            dest.since_index > version_index if dest.since_index > 0 else None]
         choices = [reason(engine._OLD_VERSION)]
         if dest.third_party:  # C9, C10: fail closed
             conditions += [no_state, ~adult_enough, managed]
@@ -221,7 +231,8 @@ def _decide(prep: PreparedSchema, rows: BatchRows, st: BatchStates,
         for flag, dropped in dest.requires_server:
             conditions.append(~server_switches(flag, rows, st, policy))
             choices.append(reason(dropped))
-        code = np.where(active, np.select(conditions, choices, default=_NO_REASON), _NO_REASON)
+        code = _first_reason(n, conditions, choices)
+        code[~active] = _NO_REASON
         routed = active & (code == _NO_REASON)
         routed_any |= routed
         blocked = np.where((blocked < 0) & active & ~routed, code, blocked)
@@ -243,6 +254,25 @@ def _decide(prep: PreparedSchema, rows: BatchRows, st: BatchStates,
     tables = tuple(_merge(d.name, d.layouts[0].output_schema, parts[d.name],
                           prep.outputs[d.name]) for d in plan.dests)
     return BatchOutcome(kinds, reasons, drops, errors, tables)
+
+
+def _filled(column: pa.Array, fill: int) -> np.ndarray:
+    """A numeric column as numpy, nulls as ``fill`` (no fill kernel call when it has none)."""
+    return (column.fill_null(fill) if column.null_count else column).to_numpy(
+        zero_copy_only=False)
+
+
+def _first_reason(n: int, conditions: list[np.ndarray | None], choices: list[int]
+                  ) -> np.ndarray:
+    """Per row the choice of its first true condition (None: true nowhere), else
+    ``_NO_REASON``: ``np.select``, written last condition first so that earlier ones
+    overwrite (np.select costs about 60 us a call here, most of it checking and
+    broadcasting its arguments)."""
+    code = np.full(n, _NO_REASON, np.int32)
+    for condition, choice in zip(reversed(conditions), reversed(choices), strict=True):
+        if condition is not None:
+            code[condition] = choice
+    return code
 
 
 def _decide_rows(irregular: np.ndarray, prep: PreparedSchema, records: Sequence[Mapping[str, Any]],

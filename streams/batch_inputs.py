@@ -39,6 +39,7 @@ class PreparedSchema:
     struct: pa.StructType  # the input fields the plan reads
     required: tuple[str, ...]  # those of them with no null branch
     outputs: Mapping[str, pa.Schema]  # destination -> Arrow schema of its output schema
+    fields: tuple[tuple[str, pa.DataType], ...] = ()  # ``struct``'s, as (name, type)
 
 
 _prepared: dict[tuple[int, str], tuple[Policy, PreparedSchema]] = {}
@@ -64,7 +65,8 @@ def prepare(policy: Policy, source_schema: str) -> PreparedSchema:
         out = policy.catalog.by_name(d.layouts[0].output_schema).raw["fields"]
         outputs[d.name] = pa.schema([(f["name"], arrow_type(f["type"])) for f in out])
     required = tuple(f.name for f in fields if not f.nullable)
-    prepared = PreparedSchema(plan, struct, required, outputs)
+    prepared = PreparedSchema(plan, struct, required, outputs,
+                              tuple((f.name, f.type) for f in struct))
     _prepared[(id(policy), source_schema)] = (policy, prepared)
     return prepared
 
@@ -108,8 +110,8 @@ class BatchRows:
             if self.from_table:
                 return np.zeros(self.n, bool)
             return np.fromiter((r.get(name) in values for r in self.records), bool, self.n)
-        found = pc.is_in(column, value_set=pa.array(sorted(values), pa.string()))
-        return np.asarray(found.fill_null(False))
+        found = pc.is_in(column, options=_lookup(values))
+        return np.asarray(_filled(found, False))
 
     def truthy(self, name: str) -> np.ndarray:
         column = self.columns.get(name)
@@ -117,7 +119,24 @@ class BatchRows:
             if self.from_table:
                 return np.zeros(self.n, bool)
             return np.fromiter((bool(r.get(name)) for r in self.records), bool, self.n)
-        return np.asarray(column.fill_null(False))
+        return np.asarray(_filled(column, False))
+
+
+_lookups: dict[frozenset[str], pc.SetLookupOptions] = {}
+
+
+def _lookup(values: frozenset[str]) -> pc.SetLookupOptions:
+    """``is_in``'s options for one of the policy's value sets (made once each)."""
+    found = _lookups.get(values)
+    if found is None:
+        found = _lookups[values] = pc.SetLookupOptions(pa.array(sorted(values), pa.string()))
+    return found
+
+
+def _filled(column: pa.Array, fill: Any) -> pa.Array:
+    """``column`` with nulls as ``fill``; itself when it has none (a fill kernel call costs
+    tens of microseconds even then)."""
+    return column.fill_null(fill) if column.null_count else column
 
 
 # Columns of a state's row (``_state_row``).
@@ -206,7 +225,7 @@ class _StateRows:
                 if found[i] is None:
                     found[i] = self._server_ids.setdefault(name, len(self._server_ids))
         ids = np.array(found, np.int64)
-        index = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+        index = _filled(encoded.indices, -1).to_numpy(zero_copy_only=False)
         keys = ((slots[state_of].astype(np.int64) << 32) | ids[index]).tolist()
         bits = np.fromiter(map(self._servers.get, keys, repeat(-1)), np.int64, len(keys))
         unseen = np.flatnonzero(bits < 0)

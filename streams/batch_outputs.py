@@ -1,7 +1,9 @@
 """Output records of one (destination, variant) as an Arrow table, from its field plan.
 
 The columnar counterpart of a compiled builder (``streams.field_plan``): it reads the
-same ``RecordLayout`` and makes each output column once for all rows of a batch.
+same ``RecordLayout`` and makes each output column once for all rows of a batch. What
+a table needs from its layouts (steps, entry orders, names, constants) is worked out
+once per (layouts, variants present, schema) by ``streams.output_plan``.
 Pseudonyms are hashed for a whole column in one native call (``hmac_kernel``, the same
 values as ``pseudonym.pseudonymize``; no cache, so nothing derived outlives a batch),
 generalizers run once per distinct value with the functions of ``streams.generalize``,
@@ -30,6 +32,7 @@ from streams.generalize_kernel import METHODS as NATIVE_METHODS
 from streams.generalize_kernel import generalized
 from streams.hmac_kernel import pseudonyms
 from streams.map_kernel import map_array
+from streams.output_plan import Constant, MapColumn, TablePlan, table_plan
 
 __all__ = ["OutputContext", "SharedColumns", "UnbuildableRows", "build_table", "cast_to"]
 
@@ -63,20 +66,11 @@ def string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
             ends.astype(np.int64))
 
 
-def _pseudonyms(column: pa.Array, rows: np.ndarray, key_index: np.ndarray,
-                ctx: OutputContext, domain: str) -> pa.Array:
-    """The pseudonym of ``column[rows[i]]`` under key ``key_index[i]`` per i, hashed where
-    the values are, in one native call; nulls stay null."""
-    data, offsets = string_buffers(column)
-    result = pseudonyms(ctx.pads, key_index, domain.encode() + b"\x00", data, offsets[rows],
-                        offsets[rows + 1])
-    if not column.null_count:
-        return result
-    return pc.if_else(pa.array(np.asarray(column.is_valid())[rows]), result, None)
-
-
 def _generalized(values: pa.Array, method: str, rows: np.ndarray) -> pa.Array:
     if method == "timestamp_hour":  # numpy's % on int64 has Python's sign rule, as the function
+        if not values.null_count:
+            v = values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+            return pa.array(v - v % HOUR_MS, pa.int64())
         v = values.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
         return pa.array(v - v % HOUR_MS, pa.int64(), mask=~np.asarray(values.is_valid()))
     if method in NATIVE_METHODS:
@@ -130,6 +124,24 @@ class SharedColumns:
         self.ctx = ctx
         self._values: dict[tuple[str, str, str | None, str, str], pa.Array] = {}
         self._rows = np.arange(len(ctx.key_index))
+        self._buffers: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+
+    def pseudonyms(self, step: FieldStep, rows: np.ndarray, key_index: np.ndarray
+                   ) -> pa.Array:
+        """The pseudonym of input row ``rows[i]``'s ``step.field`` under key ``key_index[i]``
+        in ``step.arg``'s domain, per i, hashed where the values are in one native call;
+        nulls stay null."""
+        assert step.arg is not None
+        found = self._buffers.get(step.field)
+        if found is None:
+            column = self.ctx.columns[step.field]
+            data, offsets = string_buffers(column)
+            valid = np.asarray(column.is_valid()) if column.null_count else None
+            found = self._buffers[step.field] = (data, offsets, valid)
+        data, offsets, valid = found
+        return pseudonyms(self.ctx.pads, key_index, step.arg.encode() + b"\x00", data,
+                          offsets[:-1], offsets[1:], rows=rows,
+                          valid=valid[rows] if valid is not None else None)
 
     def values(self, step: FieldStep) -> pa.Array:
         key = (step.field, step.handling, step.arg, step.kind, step.target)
@@ -143,119 +155,64 @@ class SharedColumns:
         return found
 
 
-def _ordered_steps(layouts: Sequence[RecordLayout], variants: Sequence[int], target: str
-                   ) -> list[FieldStep] | None:
-    """One entry order of a map for all ``variants`` that keeps each variant's own order
-    (the builder's: always-present entries first), or None if there is none."""
-    orders = [[s for first in (True, False) for s in layouts[v].steps
-               if s.target == target and s.always is first] for v in variants]
-    union: list[FieldStep] = []
-    for order in orders:
-        at = 0
-        for s in order:
-            if s in union:
-                at = union.index(s) + 1
-            else:
-                union.insert(at, s)
-                at += 1
-    for order in orders:
-        positions = [union.index(s) for s in order]
-        if positions != sorted(positions):
-            return None
-    return union
-
-
-Entry = tuple[str, pa.Array, bool, np.ndarray]  # name, values, one per output row, present
-
-
-def _map(entries: list[Entry], rows: np.ndarray, value_type: pa.DataType) -> pa.Array:
-    """A map per row holding its present entries, in ``entries`` order."""
-    present = (np.stack([e[3] for e in entries], axis=1) if entries
-               else np.zeros((len(rows), 0), bool))
-    return map_array([e[0] for e in entries], [cast_to(e[1], value_type) for e in entries],
-                     [e[2] for e in entries], rows, present, value_type)
-
-
-@dataclass(frozen=True, slots=True)
-class _DestinationSteps:
-    """The steps of some variants of one destination, each with the variants that have it."""
-
-    steps: tuple[tuple[FieldStep, np.ndarray], ...]  # (step, in-variant flag per variant 0-3)
-    orders: Mapping[str, list[FieldStep] | None]  # map target -> common entry order
-
-
-_steps_cache: dict[tuple[int, tuple[int, ...]], tuple[Sequence[RecordLayout], _DestinationSteps]]
-_steps_cache = {}
-
-
-def _destination_steps(layouts: Sequence[RecordLayout], variants: tuple[int, ...]
-                       ) -> _DestinationSteps:
-    cached = _steps_cache.get((id(layouts), variants))
-    if cached is not None and cached[0] is layouts:
-        return cached[1]
-    steps: dict[FieldStep, np.ndarray] = {}
-    for v in variants:
-        for step in layouts[v].steps:
-            steps.setdefault(step, np.zeros(4, bool))[v] = True
-    orders = {t: _ordered_steps(layouts, variants, t) for t in ("a", "m")}
-    found = _DestinationSteps(tuple(steps.items()), orders)
-    _steps_cache[(id(layouts), variants)] = (layouts, found)
-    return found
-
-
 def build_table(layouts: Sequence[RecordLayout], rows: np.ndarray, variants: np.ndarray,
                 shared: SharedColumns, schema: pa.Schema) -> pa.Table:
     """The output records of input ``rows`` routed to one destination, row i built with
     ``layouts[variants[i]]``; the same records its builders make."""
     present_variants = tuple(np.flatnonzero(np.bincount(variants, minlength=4)).tolist())
-    plan = _destination_steps(layouts, present_variants)
-    if len(present_variants) > 1 and None in plan.orders.values():  # no common order: split
+    ctx = shared.ctx
+    plan = table_plan(layouts, present_variants, schema, ctx.region, ctx.version)
+    if plan.columns is None:  # the variants' map entries have no common order: split
         parts = [build_table(layouts, rows[variants == v], variants[variants == v], shared,
                              schema) for v in present_variants]
         order = np.argsort(np.concatenate([rows[variants == v] for v in present_variants]),
                            kind="stable")
         return pa.concat_tables(parts).take(pa.array(order))
-    n, ctx = len(rows), shared.ctx
-    # step -> its values, whether they are one per output row (else per input row), present
-    entries: dict[FieldStep, tuple[pa.Array, bool, np.ndarray]] = {}
-    # Most steps are in the same variants: one mask per set of variants, not per step.
-    masks: dict[bytes, np.ndarray] = {}
-    key_index = ctx.key_index[rows]
-    for step, in_variants in plan.steps:
-        present = masks.get(in_variants.tobytes())
-        if present is None:
-            present = masks[in_variants.tobytes()] = in_variants[variants]
-        local = step.handling == "pseudonymize"  # per destination domain: only these rows
-        if local:
-            assert step.arg is not None
-            values = _convert(step, _pseudonyms(ctx.columns[step.field], rows, key_index, ctx,
-                                                step.arg))
+    n = len(rows)
+    # Per step its values: one per output row (pseudonyms: per destination domain) or
+    # one per input row (kept and generalized, shared by the batch's destinations).
+    values: list[pa.Array] = []
+    local: list[bool] = []
+    key_index = None
+    for step in plan.steps:
+        if step.handling == "pseudonymize":
+            if key_index is None:
+                key_index = ctx.key_index[rows]
+            values.append(_convert(step, shared.pseudonyms(step, rows, key_index)))
         else:
-            values = shared.values(step)
-        if values.null_count:
-            valid = np.asarray(values.is_valid())
-            present = present & (valid if local else valid[rows])
-        entries[step] = (values, local, present)
+            values.append(shared.values(step))
+        local.append(step.handling == "pseudonymize")
+    taken = _taken(plan, values, rows)
+    kinds = variants.astype(np.int64)  # the map kernel's row kinds: once for both maps
     columns = []
-    for name, source, default in layouts[present_variants[0]].top:
-        field_type = schema.field(name).type
-        if source in ("attributes", "measures"):
-            target = "a" if source == "attributes" else "m"
-            column = _map([(s.out_name, *entries[s]) for s in plan.orders[target] or ()], rows,
-                          field_type.item_type)
-        elif source in ("region", "version", "source"):
-            constant = {"region": ctx.region, "version": ctx.version}.get(source, default)
-            column = pa.repeat(pa.scalar(constant, field_type), n)
+    for column in plan.columns:
+        if isinstance(column, MapColumn):
+            columns.append(map_array(
+                column.names, [cast_to(values[i], column.item_type) for i in column.steps],
+                [local[i] for i in column.steps], rows, kinds, column.in_variants,
+                column.item_type))
+        elif isinstance(column, Constant):
+            columns.append(pa.repeat(column.value, n))
         else:
             candidates = []
-            for s, (values, local, present) in entries.items():
-                if s.target == "o" and s.out_name == name:
-                    taken = values if local else values.take(rows)
-                    if not present.all():
-                        taken = pc.if_else(present, taken, None)
-                    candidates.append(cast_to(taken, field_type))
-            if default is not None or not candidates:
-                candidates.append(pa.repeat(pa.scalar(default, field_type), n))
-            column = pc.coalesce(*candidates) if len(candidates) > 1 else candidates[0]
-        columns.append(column)
+            for i in column.steps:
+                found = values[i] if local[i] else taken[i]
+                if not plan.everywhere[i]:  # a null takes care of itself: only variants
+                    found = pc.if_else(plan.in_variants[i][variants], found, None)
+                candidates.append(cast_to(found, column.type))
+            if column.default is not None:
+                candidates.append(pa.repeat(column.default, n))
+            columns.append(pc.coalesce(*candidates) if len(candidates) > 1 else candidates[0])
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _taken(plan: TablePlan, values: list[pa.Array], rows: np.ndarray) -> dict[int, pa.Array]:
+    """The values of ``plan.takes`` at ``rows``, in one take (each Arrow call costs about
+    10 us before it starts on the rows)."""
+    if not plan.takes:
+        return {}
+    at = pa.array(rows)
+    if len(plan.takes) == 1:
+        return {plan.takes[0]: values[plan.takes[0]].take(at)}
+    batch = pa.RecordBatch.from_arrays([values[i] for i in plan.takes], names=plan.take_names)
+    return dict(zip(plan.takes, batch.take(at).columns, strict=True))

@@ -230,8 +230,8 @@ def _repeats_keys(key_of: np.ndarray, keys: int) -> bool:
 
 @njit(cache=True, nogil=True)
 def _pseudonyms(pads: np.ndarray, key_of: np.ndarray, prefix: np.ndarray, data: np.ndarray,
-                starts: np.ndarray, ends: np.ndarray, chars: int, hex_pairs: np.ndarray
-                ) -> np.ndarray:
+                starts: np.ndarray, ends: np.ndarray, rows: np.ndarray, chars: int,
+                hex_pairs: np.ndarray) -> np.ndarray:
     n, p = len(key_of), len(prefix)
     out = np.empty(n * chars, np.uint8)
     pairs_out = out.view(np.uint16)  # chars is even: two hex digits at a time
@@ -260,14 +260,14 @@ def _pseudonyms(pads: np.ndarray, key_of: np.ndarray, prefix: np.ndarray, data: 
     first = np.full(mask + 1 if _repeats_keys(key_of, len(pads)) else 0, -1, np.int64)
     dedup = len(first) > 0
     for r in range(n):
-        k, start, end = key_of[r], starts[r], ends[r]
+        k, start, end = key_of[r], starts[rows[r]], ends[rows[r]]
         if dedup:
             slot = _message_hash(k, data_at + start, end - start) & np.uint64(mask)
             seen = first[slot]
             while seen >= 0 and not (key_of[seen] == k
-                                     and ends[seen] - starts[seen] == end - start
-                                     and _same_bytes(data_at + starts[seen], data_at + start,
-                                                     end - start)):
+                                     and ends[rows[seen]] - starts[rows[seen]] == end - start
+                                     and _same_bytes(data_at + starts[rows[seen]],
+                                                     data_at + start, end - start)):
                 slot = (slot + np.uint64(1)) & np.uint64(mask)
                 seen = first[slot]
             if seen >= 0:
@@ -305,18 +305,25 @@ def pad_states(keys: np.ndarray, key_offsets: np.ndarray) -> np.ndarray:
 
 
 def pseudonyms(pads: np.ndarray, key_of: np.ndarray, prefix: bytes, data: np.ndarray,
-               starts: np.ndarray, ends: np.ndarray, chars: int = DIGEST_HEX) -> pa.Array:
+               starts: np.ndarray, ends: np.ndarray, chars: int = DIGEST_HEX,
+               valid: np.ndarray | None = None, rows: np.ndarray | None = None) -> pa.Array:
     """Row r's pseudonym under key ``key_of[r]`` (an index into ``pads``) of the message
-    ``prefix + data[starts[r]:ends[r]]``: the MAC's first ``chars`` hex digits (even, at
-    most 64), as an Arrow string array. (Spans, not offsets: a string column's rows are
-    hashed where they are, without a copy.)"""
+    ``prefix + data[starts[i]:ends[i]]`` with i = ``rows[r]`` (r itself without ``rows``):
+    the MAC's first ``chars`` hex digits (even, at most 64), as an Arrow string array; null
+    where ``valid`` (bool per row r) is False. (Spans, not offsets: a string column's rows
+    are hashed where they are, without a copy; ``rows`` picks some of them without a
+    gather of their spans first.)"""
     if chars % 2 or not 0 < chars <= 64:
         raise ValueError(f"chars must be even and 2-64, not {chars}")
     n = len(key_of)
     hexes = _pseudonyms(pads, np.ascontiguousarray(key_of, np.int64),
                         np.frombuffer(prefix, np.uint8), data,
                         np.ascontiguousarray(starts, np.int64),
-                        np.ascontiguousarray(ends, np.int64), chars, _HEX_PAIRS)
+                        np.ascontiguousarray(ends, np.int64),
+                        np.arange(n) if rows is None else np.ascontiguousarray(rows, np.int64),
+                        chars, _HEX_PAIRS)
     offsets = np.arange(0, (n + 1) * chars, chars, dtype=np.int32)
-    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
+    validity = (None if valid is None or valid.all()
+                else pa.py_buffer(np.packbits(valid, bitorder="little")))
+    return pa.Array.from_buffers(pa.string(), n, [validity, pa.py_buffer(offsets),
                                                   pa.py_buffer(hexes)])

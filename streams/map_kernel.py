@@ -23,13 +23,14 @@ import pyarrow as pa
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["map_array"]
+__all__ = ["EncodedNames", "encode_names", "map_array"]
 
 # Source table columns: the array's offset, address of its int32 offsets (unused when fixed
-# width) and of its data, bytes per value when fixed width (0: strings), and whether it is
-# read at the output row (1) or at the output row's input row (0).
-OFFSET, OFFSETS, DATA, WIDTH, LOCAL = range(5)
-SOURCE_COLUMNS = 5
+# width) and of its data, bytes per value when fixed width (0: strings), whether it is
+# read at the output row (1) or at the output row's input row (0), and the address of its
+# validity bitmap (0: no nulls). A null value is never an entry.
+OFFSET, OFFSETS, DATA, WIDTH, LOCAL, VALID = range(6)
+SOURCE_COLUMNS = 6
 TOO_LARGE = "map items exceed 2 GiB (int32 offsets)"
 # libc's: for items of a few bytes a call costs about a dozen instructions, a byte loop
 # compiled by numba ten or more a byte.
@@ -51,17 +52,31 @@ def _int32_at(typingctx, address):  # type: ignore[no-untyped-def]
     return sig, codegen
 
 
+@intrinsic
+def _byte_at(typingctx, address):  # type: ignore[no-untyped-def]
+    """The uint8 at an int64 address, widened to int64 (a validity bitmap's byte)."""
+    if not isinstance(address, types.Integer):
+        return None
+    sig = types.int64(address)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        pointer = builder.inttoptr(args[0], context.get_value_type(types.uint8).as_pointer())
+        return builder.zext(builder.load(pointer), context.get_value_type(types.int64))
+
+    return sig, codegen
+
+
 @njit(cache=True, nogil=True)
-def build(sources: np.ndarray, rows: np.ndarray, present: np.ndarray, names: np.ndarray,
-          name_offsets: np.ndarray
+def build(sources: np.ndarray, rows: np.ndarray, kinds: np.ndarray, entry_kinds: np.ndarray,
+          names: np.ndarray, name_offsets: np.ndarray
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Row r's map holds entry j (name ``names[name_offsets[j]:name_offsets[j+1]]``, value
-    of source j at row r or ``rows[r]``) where ``present[r, j]``: (map offsets, key
-    offsets, key bytes, item offsets, item bytes)."""
-    n, k = present.shape
+    of source j at row r or ``rows[r]``) where ``entry_kinds[j, kinds[r]]`` and the value is
+    not null: (map offsets, key offsets, key bytes, item offsets, item bytes)."""
+    n, k = len(rows), len(sources)
     fields = sources.T.copy()  # each field's values contiguous: fewer instructions an item
     base, offsets, data = fields[OFFSET], fields[OFFSETS], fields[DATA]
-    width, local = fields[WIDTH], fields[LOCAL]
+    width, local, valid = fields[WIDTH], fields[LOCAL], fields[VALID]
     # Items in row-major order: where each one's bytes are, their running total, its entry.
     map_offsets = np.empty(n + 1, np.int32)
     starts = np.empty(n * k, np.int64)
@@ -71,10 +86,14 @@ def build(sources: np.ndarray, rows: np.ndarray, present: np.ndarray, names: np.
     ends[0] = 0
     for r in range(n):
         map_offsets[r] = m
-        at_input = rows[r]
+        at_input, kind = rows[r], kinds[r]
         for j in range(k):
-            if present[r, j]:
+            if entry_kinds[j, kind]:
                 row = base[j] + (r if local[j] else at_input)
+                if valid[j]:  # a null value is no entry
+                    bit = _byte_at(valid[j] + (row >> 3)) >> (row & 7)  # type: ignore[call-arg]
+                    if not bit & 1:
+                        continue
                 if width[j]:
                     start, size = row * width[j], width[j]
                 else:
@@ -102,7 +121,18 @@ def build(sources: np.ndarray, rows: np.ndarray, present: np.ndarray, names: np.
     return map_offsets, key_offsets, keys, ends[:m + 1].astype(np.int32), items
 
 
-def _source(values: pa.Array, local: bool) -> list[int]:
+EncodedNames = tuple[np.ndarray, np.ndarray]  # UTF-8 bytes of names, their int64 offsets
+
+
+def encode_names(names: Sequence[str]) -> EncodedNames:
+    """Entry names as ``map_array`` takes them (encoded once per destination plan)."""
+    encoded = [name.encode() for name in names]
+    offsets = np.zeros(len(encoded) + 1, np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), np.uint8), offsets
+
+
+def _source(values: pa.Array, local: bool) -> tuple[int, int, int, int, int, int]:
     buffers = values.buffers()
     data = buffers[-1]
     if pa.types.is_string(values.type):
@@ -111,24 +141,26 @@ def _source(values: pa.Array, local: bool) -> list[int]:
         offsets, width = None, 8
     else:
         raise TypeError(f"map items of type {values.type} are not supported")
-    return [values.offset, offsets.address if offsets is not None else 0,
-            data.address if data is not None else 0, width, int(local)]
+    validity = buffers[0] if values.null_count else None
+    return (values.offset, offsets.address if offsets is not None else 0,
+            data.address if data is not None else 0, width, int(local),
+            validity.address if validity is not None else 0)
 
 
-def map_array(names: Sequence[str], values: Sequence[pa.Array], local: Sequence[bool],
-              rows: np.ndarray, present: np.ndarray, value_type: pa.DataType) -> pa.Array:
-    """A map per output row r: entry j (``names[j]``) where ``present[r, j]``, its value
-    ``values[j][r]`` if ``local[j]`` else ``values[j][rows[r]]``, in entry order.
-    ``values`` are strings or float64, all of ``value_type``."""
-    n = len(present)
+def map_array(names: EncodedNames, values: Sequence[pa.Array], local: Sequence[bool],
+              rows: np.ndarray, kinds: np.ndarray, entry_kinds: np.ndarray,
+              value_type: pa.DataType) -> pa.Array:
+    """A map per output row r: entry j (``names``, from ``encode_names``) where
+    ``entry_kinds[j, kinds[r]]`` and its value is not null, its value ``values[j][r]`` if
+    ``local[j]`` else ``values[j][rows[r]]``, in entry order. ``values`` are strings or
+    float64, all of ``value_type``. (Presence by kind: the engine's kinds are the variants,
+    so no per-row mask per entry is made.)"""
+    n = len(rows)
     sources = np.array([_source(v, loc) for v, loc in zip(values, local, strict=True)],
                        np.int64).reshape(-1, SOURCE_COLUMNS)
-    encoded = [name.encode() for name in names]
-    name_offsets = np.zeros(len(encoded) + 1, np.int64)
-    np.cumsum([len(e) for e in encoded], out=name_offsets[1:])
     map_offsets, key_offsets, keys, item_offsets, data = build(
-        sources, np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(present, bool),
-        np.frombuffer(b"".join(encoded), np.uint8), name_offsets)
+        sources, np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(kinds, np.int64),
+        np.ascontiguousarray(entry_kinds, bool), *names)
     m = len(key_offsets) - 1
     key_array = pa.Array.from_buffers(pa.string(), m, [None, pa.py_buffer(key_offsets),
                                                        pa.py_buffer(keys)])

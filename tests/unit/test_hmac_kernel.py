@@ -64,3 +64,19 @@ def test_repeated_pairs_equal_to_pseudonymize(keys: list[bytes],
     values = [v for _, v in rows]
     expected = [pseudonymize(keys[k], "d", v) for k, v in zip(key_of, values, strict=True)]
     assert _native(keys, key_of, "d", values) == expected
+
+
+def test_rows_pick_spans_and_valid_makes_nulls() -> None:
+    """``rows`` reads some spans of a column (repeated, out of order) as the batch engine
+    does for a destination's rows; ``valid`` False gives a null there."""
+    keys = [bytes(range(32)), bytes(range(1, 33))]
+    values = ["alpha", "", "beta" * 20, "alpha", "gamma"]
+    data, offsets = _packed([v.encode() for v in values])
+    rows = np.array([4, 0, 3, 2, 0, 1])
+    key_of = np.array([0, 1, 1, 0, 1, 0])
+    valid = np.array([True, True, False, True, True, True])
+    got = pseudonyms(pad_states(*_packed(keys)), key_of, b"d\x00", data, offsets[:-1],
+                     offsets[1:], rows=rows, valid=valid).to_pylist()
+    assert got == [None if not ok else pseudonymize(keys[k], "d", values[r])
+                   for r, k, ok in zip(rows.tolist(), key_of.tolist(), valid.tolist(),
+                                       strict=True)]

@@ -10,7 +10,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.map_kernel import map_array
+from streams.map_kernel import encode_names, map_array
 
 
 def _expected(names: list[str], values: list[pa.Array], local: list[bool], rows: np.ndarray,
@@ -19,21 +19,24 @@ def _expected(names: list[str], values: list[pa.Array], local: list[bool], rows:
     for r, row in enumerate(rows.tolist()):
         maps.append([(name, v[r if loc else row].as_py())
                      for name, v, loc, here in zip(names, values, local, present[r], strict=True)
-                     if here])
+                     if here and v[r if loc else row].is_valid])
     return pa.array(maps, pa.map_(pa.string(), value_type))
 
 
 def _check(names: list[str], values: list[pa.Array], local: list[bool], rows: list[int],
            present: np.ndarray, value_type: pa.DataType) -> None:
     at = np.array(rows, np.int64)
-    built = map_array(names, values, local, at, present, value_type)
+    # Presence per row: each row its own kind, entry j present in kind r where present[r, j].
+    built = map_array(encode_names(names), values, local, at, np.arange(len(at)), present.T,
+                      value_type)
     built.validate(full=True)
     assert built.equals(_expected(names, values, local, at, present, value_type))
 
 
 def test_sliced_sources_nulls_and_empty_maps() -> None:
-    """Sources with an array offset (slices), null values left out by ``present``, empty
-    strings, multi-byte UTF-8, rows read twice and out of order, rows with no entry."""
+    """Sources with an array offset (slices), null values left out by ``present`` and by
+    their validity, empty strings, multi-byte UTF-8, rows read twice and out of order, rows
+    with no entry."""
     batch = pa.array(["x", "", "é✓", None, "longer value", "z"]).slice(1)  # offset 1
     local = pa.array(["p0", "p1", "p2", "p3"])
     rows = [4, 0, 0, 2, 1][:4]
@@ -42,6 +45,9 @@ def test_sliced_sources_nulls_and_empty_maps() -> None:
     reals = pa.array([1.5, -0.0, float("inf"), None, 7.0]).slice(2)
     _check(["m"], [reals], [False], [2, 0, 1], np.array([[True], [True], [False]]),
            pa.float64())
+    # present where the value is null (``batch[2]``, ``reals[1]``): no entry all the same
+    _check(["kept"], [batch], [False], [2, 3, 2], np.ones((3, 1), bool), pa.string())
+    _check(["m"], [reals], [False], [1, 0], np.ones((2, 1), bool), pa.float64())
 
 
 def test_no_entries_and_no_rows() -> None:
@@ -59,7 +65,7 @@ _VALUES = st.lists(st.one_of(st.none(), st.text(max_size=12)), min_size=1, max_s
 def test_equal_to_maps_built_in_python(entries: list[tuple[str, list[str | None], bool, int]],
                                        n: int, batch: int, data: st.DataObject) -> None:
     """Generated entries: per-input-row sources (``batch`` values, read at ``rows``) and
-    per-output-row ones, sliced by up to 3 values, nulls never present, random presence."""
+    per-output-row ones, sliced by up to 3 values, random presence (nulls left out)."""
     rows = data.draw(st.lists(st.integers(0, batch - 1), min_size=n, max_size=n))
     names, values, local, columns = [], [], [], []
     for name, raw, loc, cut in entries:
@@ -69,8 +75,7 @@ def test_equal_to_maps_built_in_python(entries: list[tuple[str, list[str | None]
         names.append(name)
         values.append(array)
         local.append(loc)
-        valid = np.asarray(array.is_valid())
         wanted = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), bool)
-        columns.append(wanted & (valid if loc else valid[rows]))
+        columns.append(wanted)  # a null value is never an entry, wanted or not
     present = np.stack(columns, axis=1) if columns else np.zeros((n, 0), bool)
     _check(names, values, local, rows, present, pa.string())
