@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from streams.native_memory import load_u64, memcpy
+from streams.native_memory import load_f32, load_f64, load_u64, memcpy
 
 # Field kinds of a program row.
 LONG, INT, BOOLEAN, DOUBLE, FLOAT, STRING, BYTES, ENUM = 0, 1, 2, 3, 4, 5, 6, 7
@@ -51,6 +51,9 @@ _HIGH_BITS = np.uint64(0x8080808080808080)  # a word of ASCII bytes has none of 
 @njit(cache=True, nogil=True, inline="always")
 def _long(buf: np.ndarray, pos: int, end: int) -> tuple[int, int]:
     """A zig-zag varint at ``pos``: (value, next position), or (error code, -1)."""
+    if pos < end and buf[pos] < 0x80:  # one byte: lengths, branches, counts, small values
+        b = np.int64(buf[pos])
+        return (b >> 1) ^ -(b & 1), pos + 1
     acc = np.uint64(0)
     shift = np.uint64(0)
     while True:
@@ -143,16 +146,6 @@ def _string_entry(buf: np.ndarray, pos: int, end: int, out: np.ndarray, slot: in
     return OK, nxt
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _fixed(buf: np.ndarray, pos: int, end: int, size: int, scratch: np.ndarray) -> int:
-    """Copy ``size`` little-endian bytes into ``scratch``; the next position or -1."""
-    if size > end - pos:
-        return -1
-    for k in range(size):
-        scratch[k] = buf[pos + k]
-    return pos + size
-
-
 @njit(cache=True, nogil=True)
 def decode(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, program: np.ndarray,
            ints: np.ndarray, floats: np.ndarray, spans: np.ndarray, valid: np.ndarray,
@@ -169,7 +162,7 @@ def decode(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, program: np.nd
     room = keys.shape[1]
     used = np.zeros(counts.shape[0], np.int64)  # entries taken per collection slot
     taken = np.zeros(counts.shape[0], np.int64)
-    scratch = np.zeros(8, np.uint8)
+    buf_at = buf.ctypes.data
     r = 0
     for i in range(starts.shape[0]):
         pos = starts[i] + HEADER
@@ -202,7 +195,15 @@ def decode(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, program: np.nd
                         ints[slot, r] = 0
                     continue
             valid[f, r] = 1
-            if kind in (LONG, INT, ENUM):
+            if kind == STRING or kind == BYTES:  # the most common kind first
+                n, nxt = _span(buf, pos, end, kind == STRING)
+                if nxt < 0:
+                    code = n
+                    break
+                spans[slot, r, 0] = nxt - n
+                spans[slot, r, 1] = n
+                pos = nxt
+            elif kind in (LONG, INT, ENUM):
                 v, pos = _long(buf, pos, end)
                 if pos < 0:
                     code = v
@@ -224,25 +225,17 @@ def decode(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, program: np.nd
                 ints[slot, r] = buf[pos]
                 pos += 1
             elif kind == DOUBLE:
-                pos = _fixed(buf, pos, end, 8, scratch)
-                if pos < 0:
+                if end - pos < 8:
                     code = TRUNCATED
                     break
-                floats[slot, r] = scratch.view(np.float64)[0]
+                floats[slot, r] = load_f64(buf_at + pos)
+                pos += 8
             elif kind == FLOAT:
-                pos = _fixed(buf, pos, end, 4, scratch)
-                if pos < 0:
+                if end - pos < 4:
                     code = TRUNCATED
                     break
-                floats[slot, r] = scratch[:4].view(np.float32)[0]
-            elif kind in (STRING, BYTES):
-                n, nxt = _span(buf, pos, end, kind == STRING)
-                if nxt < 0:
-                    code = n
-                    break
-                spans[slot, r, 0] = nxt - n
-                spans[slot, r, 1] = n
-                pos = nxt
+                floats[slot, r] = load_f32(buf_at + pos)
+                pos += 4
             else:  # a map or an array: blocks of entries, ended by a zero count
                 total = 0
                 while True:
@@ -283,11 +276,11 @@ def decode(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, program: np.nd
                                 break
                             numbers[slot, e] = v
                         else:
-                            pos = _fixed(buf, pos, end, 8, scratch)
-                            if pos < 0:
+                            if end - pos < 8:
                                 code = TRUNCATED
                                 break
-                            reals[slot, e] = scratch.view(np.float64)[0]
+                            reals[slot, e] = load_f64(buf_at + pos)
+                            pos += 8
                         taken[slot] += 1
                     if code != OK:
                         break
