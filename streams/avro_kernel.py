@@ -52,8 +52,8 @@ _HIGH_BITS = np.uint64(0x8080808080808080)  # a word of ASCII bytes has none of 
 def _long(buf: np.ndarray, pos: int, end: int) -> tuple[int, int]:
     """A zig-zag varint at ``pos``: (value, next position), or (error code, -1)."""
     if pos < end and buf[pos] < 0x80:  # one byte: lengths, branches, counts, small values
-        b = np.int64(buf[pos])
-        return (b >> 1) ^ -(b & 1), pos + 1
+        v = int(buf[pos])
+        return (v >> 1) ^ -(v & 1), pos + 1
     acc = np.uint64(0)
     shift = np.uint64(0)
     while True:
@@ -195,7 +195,7 @@ def decode(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, program: np.nd
                         ints[slot, r] = 0
                     continue
             valid[f, r] = 1
-            if kind == STRING or kind == BYTES:  # the most common kind first
+            if kind in (STRING, BYTES):  # the most common kind first
                 n, nxt = _span(buf, pos, end, kind == STRING)
                 if nxt < 0:
                     code = n
@@ -311,7 +311,7 @@ def gather(buf: np.ndarray, spans: np.ndarray, n: int) -> tuple[np.ndarray, np.n
     data = np.empty(total, np.uint8)
     buf_at, data_at = buf.ctypes.data, data.ctypes.data
     for r in range(n):
-        memcpy(data_at + offsets[r], buf_at + spans[r, 0], spans[r, 1])  # type: ignore[call-overload]
+        memcpy(data_at + offsets[r], buf_at + spans[r, 0], spans[r, 1])
     return offsets, data
 
 
@@ -338,7 +338,7 @@ def gather_rows(buf: np.ndarray, spans: np.ndarray, n: int
         for s in range(slots):
             start, length, o = spans[s, r, 0], spans[s, r, 1], at[s]
             offsets[s, r] = o - base[s]
-            memcpy(data_at + o, buf_at + start, length)  # type: ignore[call-overload]
+            memcpy(data_at + o, buf_at + start, length)
             at[s] = o + length
     for s in range(slots):
         offsets[s, n] = at[s] - base[s]

@@ -21,8 +21,19 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from streams.native_memory import (load_f64, load_i32, load_i64, load_u8, load_u64, memcpy,
-                                   store_f32, store_u8, store_u64)
+from streams.native_memory import (
+    load_f64,
+    load_i32,
+    load_i64,
+    load_u8,
+    load_u32,
+    load_u64,
+    memcpy,
+    store_f32,
+    store_u8,
+    store_u32,
+    store_u64,
+)
 
 # Field shapes, and the kinds of the values they hold (a scalar's own, a collection's items).
 SCALAR, MAP, ARRAY = 0, 1, 2
@@ -68,6 +79,23 @@ def _varint(at: int, v: int) -> int:
 
 
 @njit(**_INLINE)
+def _copy(to: int, at: int, n: int) -> None:
+    """``n`` bytes from ``at`` to ``to``: up to 16 in two overlapping words (or halves),
+    reading and writing only those bytes; more by ``memcpy``."""
+    if n > 16:
+        memcpy(to, at, n)  # type: ignore[call-overload]
+    elif n >= 8:
+        store_u64(to, load_u64(at))
+        store_u64(to + n - 8, load_u64(at + n - 8))
+    elif n >= 4:
+        store_u32(to, load_u32(at))
+        store_u32(to + n - 4, load_u32(at + n - 4))
+    else:
+        for q in range(n):
+            store_u8(to + q, load_u8(at + q))
+
+
+@njit(**_INLINE)
 def _value(kind: int, null_branch: int, valid: int, offsets: int, data: int, i: int,
            at: int) -> int:
     """Element ``i`` (physical index) of an array (addresses of its validity bitmap, 0 if
@@ -86,7 +114,7 @@ def _value(kind: int, null_branch: int, valid: int, offsets: int, data: int, i: 
         start = load_i32(offsets + 4 * i)
         n = load_i32(offsets + 4 * i + 4) - start
         w += _varint(at + w, n)
-        memcpy(at + w, data + start, n)  # type: ignore[call-overload]
+        _copy(at + w, data + start, n)
         return w + n
     if kind == LONG:
         return w + _varint(at + w, load_i64(data + 8 * i))

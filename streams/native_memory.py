@@ -18,8 +18,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-__all__ = ["load_f32", "load_f64", "load_i32", "load_i64", "load_u8", "load_u64", "memcpy", "store_f32",
-           "store_u8", "store_u64"]
+__all__ = ["load_f32", "load_f64", "load_i32", "load_i64", "load_u8", "load_u32", "load_u64",
+           "memcpy", "store_f32", "store_u8", "store_u32", "store_u64"]
 
 memcpy = types.ExternalFunction("memcpy", types.voidptr(types.voidptr, types.voidptr,
                                                         types.uintp))
@@ -65,9 +65,11 @@ def _store(stored: Any) -> Any:
 load_u8 = _load(types.uint8)
 load_i32 = _load(types.int32, widen=True)  # an Arrow offset, as int64
 load_i64 = _load(types.int64)
+load_u32 = _load(types.uint32)
 load_u64 = _load(types.uint64)
 load_f64 = _load(types.float64)
 load_f32 = _load(types.float32)
 store_u8 = _store(types.uint8)
 store_u64 = _store(types.uint64)
+store_u32 = _store(types.uint32)
 store_f32 = _store(types.float32)

@@ -235,3 +235,24 @@ def test_a_row_that_does_not_encode_leaves_no_bytes_first_or_last(header: bytes)
     body = CODEC.encode("AnalyticsEvent", good)[5:]
     assert bodies.to_pylist() == [None, header + body, None]
     assert bodies.buffers()[2].size == len(header + body)
+
+
+def test_strings_of_every_length_around_the_inline_copies() -> None:
+    """Strings of up to 16 bytes are copied in two overlapping words (or halves, or byte by
+    byte), longer ones by memcpy: every length from 0 to 40, ASCII and not, keys too."""
+    rows = []
+    for length in range(41):
+        for text in ("a" * length, ("é" * length)[:length // 2] + "x" * (length % 2)):
+            rows.append({**{f["name"]: None for f in EVERY_TYPE["fields"]
+                            if isinstance(f["type"], list)},
+                         **LEAVES_AT_ZERO,
+                         "string": text, "null_string": text,
+                         "map_string": {text: text, "k" * length: ""},
+                         "array_string": [text, "", text]})
+    table = pa.Table.from_pylist(rows, schema=_arrow_schema(EVERY_TYPE["fields"]))
+    assert encode_bodies(table, EVERY_TYPE).to_pylist() == [_fastavro(r) for r in rows]
+
+
+LEAVES_AT_ZERO: dict[str, Any] = {
+    "long": 0, "int": 0, "double": 0.0, "float": 0.0, "boolean": False, "timestamp": 0,
+    **{f"map_{name}": {} for name in LEAVES}, **{f"array_{name}": [] for name in LEAVES}}
