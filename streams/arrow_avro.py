@@ -163,8 +163,14 @@ def encode_framed(table: pa.Table, schema: Mapping[str, Any], header: bytes) -> 
     encoder = _encoder(schema)
     arrays, alive = _arrays(table, encoder)
     n = table.num_rows
-    offsets, data, ok = k.encode(encoder.program, arrays, n, np.frombuffer(header, np.uint8))
+    framing = np.frombuffer(header, np.uint8)
+    data = np.empty(k.size_bound(encoder.program, arrays, n, len(header)), np.uint8)
+    offsets, ok = np.empty(n + 1, np.int32), np.empty(n, np.uint8)
+    total = k.encode(encoder.program, arrays, n, framing, data, offsets, ok)
     del alive  # the kernel has returned: nothing points into those arrays any more
+    if total < 0:
+        raise ValueError(k.TOO_LARGE)
+    data.resize(total, refcheck=False)  # realloc: shrinks in place, copies nothing
     good = ok.view(np.bool_)
     bitmap = None if good.all() else pa.py_buffer(np.packbits(good, bitorder="little"))
     return pa.Array.from_buffers(pa.binary(), n, [bitmap, pa.py_buffer(offsets),

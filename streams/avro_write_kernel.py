@@ -5,8 +5,8 @@ small *program* says (one row per field: shape, leaf kind, null branches, and wh
 described Arrow arrays hold its values), so the machine code is the same for every schema
 and compiled once (cached on disk). It reads the Arrow buffers where they are (validity
 bitmaps, int32 offsets, string bytes, values; each array's own offset applied) and writes
-each output byte once: a first pass sizes every row, a second writes the header and the
-fields into one data buffer.
+each output byte once, row after row (each row's bytes written while its values are in
+cache), into one buffer the caller allocates from ``size_bound`` and then shrinks.
 
 Arrays are described by the addresses and sizes of their buffers (``ARRAY_COLUMNS``): the
 caller keeps the arrays alive for the call. Like pyarrow's own kernels, the kernel trusts an
@@ -19,8 +19,21 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import carray, njit, types
-from numba.extending import intrinsic
+from numba import njit
+
+from streams.native_memory import (
+    load_f64,
+    load_i32,
+    load_i64,
+    load_u8,
+    load_u32,
+    load_u64,
+    memcpy,
+    store_f32,
+    store_u8,
+    store_u32,
+    store_u64,
+)
 
 # Field shapes, and the kinds of the values they hold (a scalar's own, a collection's items).
 SCALAR, MAP, ARRAY = 0, 1, 2
@@ -34,195 +47,193 @@ NOT_A_UNION = -1
 OFFSET, VALID, VALID_BYTES, OFFSETS, OFFSETS_BYTES, DATA, DATA_BYTES = 0, 1, 2, 3, 4, 5, 6
 ARRAY_COLUMNS = 7
 TOO_LARGE = "encoded bodies exceed 2 GiB (int32 offsets)"
-# The per-value functions allocate nothing, so they run without numba's reference counting
-# (``_nrt``): with it, every call passing a dozen arrays paid atomic increments and
-# decrements, several times the cost of the bytes written. The value helpers are inlined
-# into the row loop: an outlined call passes each array as seven machine words.
+# Most bytes one value of a kind takes besides a string's own bytes: a varint of 64 bits
+# takes 10, a string's int32 length 5.
+_MOST = np.array([10, 8, 4, 5, 1], np.int64)
+# Nothing here allocates: the caller allocates the outputs, and buffers are read and written
+# by address, so the kernels run without numba's reference counting (``_nrt``): with it,
+# every call passing a dozen arrays paid atomic increments and decrements, several times the
+# cost of the bytes written. The value helpers are inlined into the row loop.
 _LOOP: dict[str, Any] = {"cache": True, "nogil": True, "_nrt": False}
 _INLINE: dict[str, Any] = {**_LOOP, "inline": "always"}
 
 
-@intrinsic
-def _pointer(typingctx, address):  # type: ignore[no-untyped-def]
-    """An int64 address as a uint8 pointer (for ``carray``)."""
-    if not isinstance(address, types.Integer):
-        return None
-    sig = types.CPointer(types.uint8)(address)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
-
-    return sig, codegen
-
-
-@njit(cache=True, nogil=True)
-def _view(address: int, size: int) -> np.ndarray:
-    """The ``size`` bytes at ``address`` as a uint8 array (an empty one for size 0)."""
-    if size == 0:
-        return np.empty(0, np.uint8)
-    return carray(_pointer(address), size)  # type: ignore[call-arg]  # typingctx: numba's
+@njit(**_INLINE)
+def _bit(bitmap: int, i: int) -> bool:
+    """Bit ``i`` of the bitmap at address ``bitmap`` (Arrow's order: least significant
+    first)."""
+    return (load_u8(bitmap + (i >> 3)) >> (i & 7)) & 1 == 1
 
 
 @njit(**_INLINE)
-def _bit(bitmap: np.ndarray, i: int) -> bool:
-    return (bitmap[i >> 3] >> (i & 7)) & 1 == 1
-
-
-@njit(**_INLINE)
-def _long(out: np.ndarray, p: int, v: int, write: bool) -> int:
-    """The zig-zag varint of ``v`` at ``out[p]``; the next position."""
+def _varint(at: int, v: int) -> int:
+    """The zig-zag varint of ``v`` at address ``at``; how many bytes it took."""
     z = np.uint64((v << 1) ^ (v >> 63))
+    w = 0
     while z >= np.uint64(0x80):
-        if write:
-            out[p] = np.uint8((z & np.uint64(0x7F)) | np.uint64(0x80))
-        p += 1
+        store_u8(at + w, (z & np.uint64(0x7F)) | np.uint64(0x80))
+        w += 1
         z >>= np.uint64(7)
-    if write:
-        out[p] = np.uint8(z)
-    return p + 1
+    store_u8(at + w, z)
+    return w + 1
 
 
 @njit(**_INLINE)
-def _value(kind: int, null_branch: int, valid: np.ndarray, offsets: np.ndarray,
-           data: np.ndarray, longs: np.ndarray, reals: np.ndarray, i: int, out: np.ndarray,
-           p: int, write: bool, scratch: np.ndarray, scratch_bytes: np.ndarray) -> int:
-    """Element ``i`` (physical index) of an array at ``out[p]``: the next position, or -1
+def _copy(to: int, at: int, n: int) -> None:
+    """``n`` bytes from ``at`` to ``to``: up to 16 in two overlapping words (or halves),
+    reading and writing only those bytes; more by ``memcpy``."""
+    if n > 16:
+        memcpy(to, at, n)  # type: ignore[call-overload]
+    elif n >= 8:
+        store_u64(to, load_u64(at))
+        store_u64(to + n - 8, load_u64(at + n - 8))
+    elif n >= 4:
+        store_u32(to, load_u32(at))
+        store_u32(to + n - 4, load_u32(at + n - 4))
+    else:
+        for q in range(n):
+            store_u8(to + q, load_u8(at + q))
+
+
+@njit(**_INLINE)
+def _value(kind: int, null_branch: int, valid: int, offsets: int, data: int, i: int,
+           at: int) -> int:
+    """Element ``i`` (physical index) of an array (addresses of its validity bitmap, 0 if
+    none, its int32 offsets and its data) at address ``at``: how many bytes it took, or -1
     when it is null and its type has no null branch."""
-    if valid.size and not _bit(valid, i):
-        if null_branch == NOT_A_UNION:
-            return -1
-        if write:
-            out[p] = 2 * null_branch
-        return p + 1
+    w = 0
     if null_branch != NOT_A_UNION:
-        if write:
-            out[p] = 2 * (1 - null_branch)
-        p += 1
+        if valid != 0 and not _bit(valid, i):
+            store_u8(at, 2 * null_branch)
+            return 1
+        store_u8(at, 2 * (1 - null_branch))
+        w = 1
+    elif valid != 0 and not _bit(valid, i):
+        return -1
     if kind == STRING:
-        start = offsets[i]
-        n = offsets[i + 1] - start
-        p = _long(out, p, n, write)
-        if write:  # a loop, not a slice: slices cost reference counting per value
-            for q in range(n):
-                out[p + q] = data[start + q]
-        return p + n
+        start = load_i32(offsets + 4 * i)
+        n = load_i32(offsets + 4 * i + 4) - start
+        w += _varint(at + w, n)
+        _copy(at + w, data + start, n)
+        return w + n
     if kind == LONG:
-        return _long(out, p, longs[i], write)
+        return w + _varint(at + w, load_i64(data + 8 * i))
     if kind == DOUBLE:
-        if write:
-            for q in range(8):
-                out[p + q] = data[8 * i + q]
-        return p + 8
-    if kind == FLOAT:
-        if write:
-            scratch[0] = np.float32(reals[i])
-            for q in range(4):
-                out[p + q] = scratch_bytes[q]
-        return p + 4
-    if write:  # BOOLEAN: Arrow packs them into bits
-        out[p] = 1 if _bit(data, i) else 0
-    return p + 1
+        store_u64(at + w, load_u64(data + 8 * i))
+        return w + 8
+    if kind == FLOAT:  # held as float64 in Arrow: rounded as numpy's cast rounds
+        store_f32(at + w, load_f64(data + 8 * i))
+        return w + 4
+    store_u8(at + w, 1 if _bit(data, i) else 0)  # BOOLEAN: Arrow packs them into bits
+    return w + 1
 
 
-@njit(cache=True, nogil=True)
-def _field(program: np.ndarray, arrays: np.ndarray, f: int, pos: np.ndarray, ok: np.ndarray,
-           out: np.ndarray, write: bool, scratch: np.ndarray, scratch_bytes: np.ndarray) -> None:
-    """Field ``f`` of every row still ``ok``, at ``out[pos[r]]``; advances ``pos``."""
-    shape = program[f, SHAPE]
-    col, keys, items = arrays[3 * f], arrays[3 * f + 1], arrays[3 * f + 2]
-    values = col if shape == SCALAR else items
-    data = _view(values[DATA], values[DATA_BYTES])
-    longs = data[:data.size // 8 * 8].view(np.int64)
-    _rows(shape, program[f, LEAF], program[f, NULL_BRANCH], program[f, ITEM_NULL_BRANCH],
-          col[OFFSET], _view(col[VALID], col[VALID_BYTES]),
-          _view(col[OFFSETS], col[OFFSETS_BYTES]).view(np.int32),
-          keys[OFFSET], _view(keys[OFFSETS], keys[OFFSETS_BYTES]).view(np.int32),
-          _view(keys[DATA], keys[DATA_BYTES]),
-          values[OFFSET], _view(values[VALID], values[VALID_BYTES]),
-          _view(values[OFFSETS], values[OFFSETS_BYTES]).view(np.int32), data, longs,
-          longs.view(np.float64), pos, ok, out, write, scratch, scratch_bytes)
+@njit(**_INLINE)
+def _span(arr: np.ndarray, first: int, last: int) -> int:
+    """Bytes between offsets ``first`` and ``last`` of a string array (a table row)."""
+    if last <= first or arr[OFFSETS_BYTES] == 0:
+        return 0
+    return load_i32(arr[OFFSETS] + 4 * last) - load_i32(arr[OFFSETS] + 4 * first)
 
 
 @njit(**_LOOP)
-def _rows(shape: int, kind: int, null_branch: int, item_null: int, base: int,
-          valid: np.ndarray, entries: np.ndarray, key_base: int, key_offsets: np.ndarray,
-          key_data: np.ndarray, item_base: int, item_valid: np.ndarray,
-          item_offsets: np.ndarray, data: np.ndarray, longs: np.ndarray, reals: np.ndarray,
-          pos: np.ndarray, ok: np.ndarray, out: np.ndarray, write: bool, scratch: np.ndarray,
-          scratch_bytes: np.ndarray) -> None:
-    """``_field``'s loop over rows, apart from it to run without reference counting
-    (``_field`` makes the views, which allocates)."""
-    if shape == SCALAR:
-        for r in range(pos.size):
-            if ok[r]:
-                p = _value(kind, null_branch, item_valid, item_offsets, data, longs, reals,
-                           base + r, out, pos[r], write, scratch, scratch_bytes)
-                if p < 0:
-                    ok[r] = 0
-                else:
-                    pos[r] = p
-        return
-    no_valid = item_valid[:0]  # map keys are strings, never null (Arrow)
-    for r in range(pos.size):
-        if not ok[r]:
-            continue
-        p = pos[r]
-        if valid.size and not _bit(valid, base + r):
-            if null_branch == NOT_A_UNION:
-                ok[r] = 0
-                continue
-            if write:
-                out[p] = 2 * null_branch
-            pos[r] = p + 1
-            continue
-        if null_branch != NOT_A_UNION:
-            if write:
-                out[p] = 2 * (1 - null_branch)
-            p += 1
-        start, end = entries[base + r], entries[base + r + 1]
-        if end > start:  # one block: count, entries, then the 0 that ends every map/array
-            p = _long(out, p, end - start, write)
-            for e in range(start, end):
-                if shape == MAP:
-                    p = _value(STRING, NOT_A_UNION, no_valid, key_offsets, key_data,
-                               longs, reals, key_base + e, out, p, write, scratch,
-                               scratch_bytes)
-                p = _value(kind, item_null, item_valid, item_offsets, data, longs, reals,
-                           item_base + e, out, p, write, scratch, scratch_bytes)
-                if p < 0:
-                    break
-            if p < 0:
-                ok[r] = 0
-                continue
-        if write:
-            out[p] = 0
-        pos[r] = p + 1
-
-
-@njit(cache=True, nogil=True)
-def encode(program: np.ndarray, arrays: np.ndarray, n: int, header: np.ndarray
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``header`` + the Avro body of each of ``n`` rows: (int32 offsets, data, ok)."""
-    ok = np.ones(n, np.uint8)
-    pos = np.full(n, header.size, np.int64)
-    scratch = np.zeros(1, np.float32)  # a float32's bytes, through scratch_bytes
-    scratch_bytes = scratch.view(np.uint8)
-    nothing = np.empty(0, np.uint8)
-    for f in range(program.shape[0]):  # sizes: the same walk, writing nothing
-        _field(program, arrays, f, pos, ok, nothing, False, scratch, scratch_bytes)
-    offsets = np.zeros(n + 1, np.int32)
-    total = 0
-    for r in range(n):
-        if ok[r]:
-            total += pos[r]
-        if total > 2147483647:
-            raise ValueError(TOO_LARGE)
-        offsets[r + 1] = total
-    out = np.empty(total, np.uint8)
-    for r in range(n):
-        pos[r] = offsets[r] + header.size
-        if ok[r]:
-            out[offsets[r]:pos[r]] = header
+def size_bound(program: np.ndarray, arrays: np.ndarray, n: int, header: int) -> int:
+    """At least the bytes ``encode`` writes for the ``n`` rows (each value at its widest:
+    a long as 10 bytes, a length as 5), from the arrays' offsets alone."""
+    total = n * header
     for f in range(program.shape[0]):
-        _field(program, arrays, f, pos, ok, out, True, scratch, scratch_bytes)
-    return offsets, out, ok
+        shape, kind = program[f, SHAPE], program[f, LEAF]
+        col = arrays[3 * f]
+        total += n * (program[f, NULL_BRANCH] != NOT_A_UNION)
+        if shape == SCALAR:
+            total += n * _MOST[kind]
+            if kind == STRING:
+                total += _span(col, col[OFFSET], col[OFFSET] + n)
+            continue
+        total += n * 6  # the block's count (an int32) and the 0 that ends it
+        if n == 0 or col[OFFSETS_BYTES] == 0:
+            continue
+        first = load_i32(col[OFFSETS] + 4 * col[OFFSET])
+        last = load_i32(col[OFFSETS] + 4 * (col[OFFSET] + n))
+        items = arrays[3 * f + 2]
+        total += (last - first) * ((program[f, ITEM_NULL_BRANCH] != NOT_A_UNION)
+                                   + _MOST[kind])
+        if kind == STRING:
+            total += _span(items, items[OFFSET] + first, items[OFFSET] + last)
+        if shape == MAP:
+            keys = arrays[3 * f + 1]
+            total += (last - first) * _MOST[STRING]
+            total += _span(keys, keys[OFFSET] + first, keys[OFFSET] + last)
+    return total
+
+
+@njit(**_INLINE)
+def _collection(shape: int, kind: int, null_branch: int, item_null: int, col: np.ndarray,
+                keys: np.ndarray, items: np.ndarray, r: int, at: int) -> int:
+    """Row ``r`` of a map or array column at address ``at``: bytes taken, or -1."""
+    w = 0
+    valid = col[VALID] if col[VALID_BYTES] else 0
+    i = col[OFFSET] + r
+    if null_branch != NOT_A_UNION:
+        if valid != 0 and not _bit(valid, i):
+            store_u8(at, 2 * null_branch)
+            return 1
+        store_u8(at, 2 * (1 - null_branch))
+        w = 1
+    elif valid != 0 and not _bit(valid, i):
+        return -1
+    start = load_i32(col[OFFSETS] + 4 * i)
+    end = load_i32(col[OFFSETS] + 4 * i + 4)
+    if end > start:  # one block: count, entries, then the 0 that ends every map/array
+        w += _varint(at + w, end - start)
+        item_valid = items[VALID] if items[VALID_BYTES] else 0
+        for e in range(start, end):
+            if shape == MAP:  # keys are strings, never null (Arrow)
+                w += _value(STRING, NOT_A_UNION, 0, keys[OFFSETS], keys[DATA],
+                            keys[OFFSET] + e, at + w)
+            v = _value(kind, item_null, item_valid, items[OFFSETS], items[DATA],
+                       items[OFFSET] + e, at + w)
+            if v < 0:
+                return -1
+            w += v
+    store_u8(at + w, 0)
+    return w + 1
+
+
+@njit(**_LOOP)
+def encode(program: np.ndarray, arrays: np.ndarray, n: int, header: np.ndarray,
+           out: np.ndarray, offsets: np.ndarray, ok: np.ndarray) -> int:
+    """``header`` + the Avro body of each of ``n`` rows into ``out`` (at least
+    ``size_bound`` bytes), row after row, with each row's int32 end in ``offsets`` (n + 1)
+    and 1 in ``ok`` when it encoded. Returns the bytes written, or -1 past 2 GiB."""
+    out_at, header_at, header_size = out.ctypes.data, header.ctypes.data, header.size
+    p = 0
+    offsets[0] = 0
+    for r in range(n):
+        start = p
+        memcpy(out_at + p, header_at, header_size)  # type: ignore[call-overload]
+        p += header_size
+        w = 0
+        for f in range(program.shape[0]):
+            shape = program[f, SHAPE]
+            if shape == SCALAR:
+                col = arrays[3 * f]
+                w = _value(program[f, LEAF], program[f, NULL_BRANCH],
+                           col[VALID] if col[VALID_BYTES] else 0, col[OFFSETS], col[DATA],
+                           col[OFFSET] + r, out_at + p)
+            else:
+                w = _collection(shape, program[f, LEAF], program[f, NULL_BRANCH],
+                                program[f, ITEM_NULL_BRANCH], arrays[3 * f],
+                                arrays[3 * f + 1], arrays[3 * f + 2], r, out_at + p)
+            if w < 0:
+                break
+            p += w
+        if w < 0:  # a null where its type has no null branch: no bytes
+            ok[r] = 0
+            p = start
+        else:
+            ok[r] = 1
+            if p > 2147483647:
+                return -1
+        offsets[r + 1] = p
+    return p

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams import arrow_avro, avro_write_kernel
 from streams.arrow_avro import arrow_type, encode_bodies, encode_framed
 from streams.codec import default_codec
 from streams.errors import SerializationError
@@ -196,3 +197,63 @@ def test_types_without_a_columnar_encoding_are_refused_when_the_encoder_is_made(
     schema = {"type": "record", "name": "Refused", "fields": [{"name": "x", "type": avro_type}]}
     with pytest.raises(TypeError):
         encode_bodies(pa.table({"x": pa.array([None], pa.null())}), schema)
+
+
+def test_values_at_their_widest_stay_within_the_size_bound() -> None:
+    """The kernel writes into a buffer sized by ``size_bound`` (each value at its widest);
+    values whose varints take the most bytes, lengths past two varint bytes and blocks of
+    thousands of entries must fit it, and the bodies' buffer is trimmed to their bytes."""
+    text = "\U0010ffff" * 20_000 + "é"  # 80,002 bytes: a 3-byte length
+    widest = {"long": -(2**63), "int": -(2**31), "double": float("nan"), "float": 1e300,
+              "string": text, "boolean": True}
+    row: dict[str, Any] = {"timestamp": 2**63 - 1, "maybe_map": {text: None, "": text},
+                           "array_maybe": [None, -(2**63)] * 5_000}
+    for name, value in widest.items():
+        row |= {name: value, f"null_{name}": value, f"{name}_null": None,
+                f"map_{name}": {f"{i}": value for i in range(3)},
+                f"array_{name}": [value] * 10_000}
+    rows = [row, {**row, "string": ""}]
+    table = pa.Table.from_pylist(rows, schema=_arrow_schema(EVERY_TYPE["fields"]))
+    bodies = encode_bodies(table, EVERY_TYPE)
+    assert bodies.to_pylist() == [_fastavro(r) for r in rows]
+    total = sum(len(b) for b in bodies.to_pylist())
+    assert bodies.buffers()[2].size == total
+    encoder = arrow_avro._encoder(EVERY_TYPE)
+    arrays, _alive = arrow_avro._arrays(table, encoder)
+    bound = avro_write_kernel.size_bound(encoder.program, arrays, table.num_rows, 0)
+    assert total <= bound < 2 * total
+
+
+@pytest.mark.parametrize("header", [b"", b"\x00\x00\x00\x00\x07"])
+def test_a_row_that_does_not_encode_leaves_no_bytes_first_or_last(header: bytes) -> None:
+    info = CODEC.catalog.by_name("AnalyticsEvent")
+    good = {"event_id": "é" * 40, "subject_pseudonym": "p", "source": "", "event_type": "t",
+            "event_time": -1, "processing_region": "r", "policy_version": "v",
+            "attributes": {"": "", "k": "v" * 300}, "measures": {}}
+    rows = [{**good, "event_id": None}, good, {**good, "measures": {"m": None}}]
+    table = pa.Table.from_pylist(rows, schema=_arrow_schema(info.raw["fields"]))
+    bodies = encode_framed(table, info.raw, header)
+    body = CODEC.encode("AnalyticsEvent", good)[5:]
+    assert bodies.to_pylist() == [None, header + body, None]
+    assert bodies.buffers()[2].size == len(header + body)
+
+
+def test_strings_of_every_length_around_the_inline_copies() -> None:
+    """Strings of up to 16 bytes are copied in two overlapping words (or halves, or byte by
+    byte), longer ones by memcpy: every length from 0 to 40, ASCII and not, keys too."""
+    rows = []
+    for length in range(41):
+        for text in ("a" * length, ("é" * length)[:length // 2] + "x" * (length % 2)):
+            rows.append({**{f["name"]: None for f in EVERY_TYPE["fields"]
+                            if isinstance(f["type"], list)},
+                         **LEAVES_AT_ZERO,
+                         "string": text, "null_string": text,
+                         "map_string": {text: text, "k" * length: ""},
+                         "array_string": [text, "", text]})
+    table = pa.Table.from_pylist(rows, schema=_arrow_schema(EVERY_TYPE["fields"]))
+    assert encode_bodies(table, EVERY_TYPE).to_pylist() == [_fastavro(r) for r in rows]
+
+
+LEAVES_AT_ZERO: dict[str, Any] = {
+    "long": 0, "int": 0, "double": 0.0, "float": 0.0, "boolean": False, "timestamp": 0,
+    **{f"map_{name}": {} for name in LEAVES}, **{f"array_{name}": [] for name in LEAVES}}

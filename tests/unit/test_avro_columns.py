@@ -184,3 +184,27 @@ def test_gathering_all_slots_row_by_row_equals_gathering_each_slot(
         want_offsets, want_data = avro_kernel.gather(buf, spans[slot], len(rows))
         assert offsets[slot].tolist() == want_offsets.tolist()
         assert data[base[slot]:base[slot + 1]].tobytes() == want_data.tobytes()
+
+
+def test_utf8_checked_at_every_position_around_word_edges() -> None:
+    """Strings are checked for ASCII a word at a time, their last bytes in one word read
+    from inside the batch (byte by byte at its very end): a non-ASCII byte, valid or not,
+    at any position of a string of 0-24 bytes is judged as the codec judges it, also when
+    the string ends the batch."""
+    name = "CrashReportEvent"
+    last = CODEC.catalog.by_name(name).raw["fields"][-1]
+    assert last["type"] == "string"  # the string ends the message
+    record = make_record(name, random.Random(9))
+    messages = []
+    for length in range(25):
+        message = CODEC.encode(name, {**record, last["name"]: "Q" * length})
+        body = message[:len(message) - length]
+        for at in range(length):
+            for odd in (b"\x80", b"\xff", b"\xc3\xa9", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"):
+                text = (b"Q" * at + odd + b"Q" * length)[:length]
+                messages.append(body + text)
+        messages.append(message)
+    for message in messages:  # each alone: its string ends the batch
+        assert_same([message])
+    native = assert_same(messages)
+    assert native.errors and native.parts
