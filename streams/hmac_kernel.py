@@ -23,11 +23,10 @@ from pathlib import Path
 import llvmlite.binding
 import numpy as np
 import pyarrow as pa
-from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
 
 from streams.errors import ConfigError
+from streams.native_memory import load_u8, load_u64, memcpy
 
 BLOCK = 64
 DIGEST_HEX = 32  # a pseudonym: 16 bytes of the MAC in hex
@@ -59,38 +58,7 @@ _H0 = np.array([0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B
                 0x1F83D9AB, 0x5BE0CD19], dtype=np.uint32)
 # Per byte its two hex digits as one native-endian uint16 (the first digit first in memory).
 _HEX_PAIRS = np.frombuffer(b"".join(f"{b:02x}".encode() for b in range(256)), np.uint16)
-# libc's: a value of a few dozen bytes costs a dozen instructions, a numba byte loop ~5 a byte.
-_memcpy = types.ExternalFunction("memcpy", types.voidptr(types.voidptr, types.voidptr,
-                                                         types.uintp))
-
-
-@intrinsic
-def _word_at(typingctx, address):  # type: ignore[no-untyped-def]
-    """The 8 bytes at an int64 address as a uint64, unaligned (native byte order)."""
-    if not isinstance(address, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        pointer = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
-        return builder.load(pointer, align=1)
-
-    return types.uint64(address), codegen
-
-
 _MIX = np.uint64(0x9E3779B97F4A7C15)
-
-
-@intrinsic
-def _byte_at(typingctx, address):  # type: ignore[no-untyped-def]
-    """The byte at an int64 address."""
-    if not isinstance(address, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        pointer = builder.inttoptr(args[0], ir.IntType(8).as_pointer())
-        return builder.load(pointer)
-
-    return types.uint8(address), codegen
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -99,7 +67,7 @@ def _tail(at: int, size: int) -> np.uint64:
     load could cross the end of the buffer)."""
     word = np.uint64(0)
     for i in range(size):
-        word |= np.uint64(_byte_at(at + i)) << np.uint64(8 * i)  # type: ignore[call-arg]
+        word |= np.uint64(load_u8(at + i)) << np.uint64(8 * i)
     return word
 
 
@@ -110,7 +78,7 @@ def _message_hash(key: int, at: int, size: int) -> np.uint64:
     h = (np.uint64(key) + np.uint64(size) * np.uint64(0x100000001B3)) * _MIX
     end = at + size
     while at + 8 <= end:
-        h = (h ^ _word_at(at)) * _MIX  # type: ignore[call-arg]  # typingctx: numba's
+        h = (h ^ load_u64(at)) * _MIX
         h ^= h >> np.uint64(29)
         at += 8
     if at < end:
@@ -122,7 +90,7 @@ def _message_hash(key: int, at: int, size: int) -> np.uint64:
 def _same_bytes(a: int, b: int, size: int) -> bool:
     i = 0
     while i + 8 <= size:
-        if _word_at(a + i) != _word_at(b + i):  # type: ignore[call-arg]
+        if load_u64(a + i) != load_u64(b + i):
             return False
         i += 8
     return _tail(a + i, size - i) == _tail(b + i, size - i)
@@ -149,7 +117,7 @@ def _fill(state: np.ndarray, block: np.ndarray, fill: int, src: np.ndarray, star
     block_at, src_at = block.ctypes.data, src.ctypes.data
     while start < end:
         size = min(BLOCK - fill, end - start)
-        _memcpy(block_at + fill, src_at + start, size)  # type: ignore[call-overload]
+        memcpy(block_at + fill, src_at + start, size)  # type: ignore[call-overload]
         fill += size
         start += size
         if fill == BLOCK:
@@ -271,7 +239,7 @@ def _pseudonyms(pads: np.ndarray, key_of: np.ndarray, prefix: np.ndarray, data: 
                 slot = (slot + np.uint64(1)) & np.uint64(mask)
                 seen = first[slot]
             if seen >= 0:
-                _memcpy(out_at + r * chars, out_at + seen * chars,  # type: ignore[call-overload]
+                memcpy(out_at + r * chars, out_at + seen * chars,  # type: ignore[call-overload]
                         chars)
                 continue
             first[slot] = r
@@ -279,7 +247,7 @@ def _pseudonyms(pads: np.ndarray, key_of: np.ndarray, prefix: np.ndarray, data: 
             state[i] = pads[k, 0, i]
         size = p + end - start
         if size < BLOCK - 8:
-            _memcpy(inner_at + p, data_at + start, end - start)  # type: ignore[call-overload]
+            memcpy(inner_at + p, data_at + start, end - start)  # type: ignore[call-overload]
             inner[size] = 0x80
             for i in range(size + 1, dirty):
                 inner[i] = 0

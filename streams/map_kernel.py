@@ -20,8 +20,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
+
+from streams.native_memory import load_i32, load_u8, memcpy
 
 __all__ = ["EncodedNames", "encode_names", "map_array"]
 
@@ -32,40 +33,6 @@ __all__ = ["EncodedNames", "encode_names", "map_array"]
 OFFSET, OFFSETS, DATA, WIDTH, LOCAL, VALID = range(6)
 SOURCE_COLUMNS = 6
 TOO_LARGE = "map items exceed 2 GiB (int32 offsets)"
-# libc's: for items of a few bytes a call costs about a dozen instructions, a byte loop
-# compiled by numba ten or more a byte.
-_memcpy = types.ExternalFunction("memcpy", types.voidptr(types.voidptr, types.voidptr,
-                                                         types.uintp))
-
-
-@intrinsic
-def _int32_at(typingctx, address):  # type: ignore[no-untyped-def]
-    """The int32 at an int64 address, widened to int64 (an Arrow offset, read in place)."""
-    if not isinstance(address, types.Integer):
-        return None
-    sig = types.int64(address)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        pointer = builder.inttoptr(args[0], context.get_value_type(types.int32).as_pointer())
-        return builder.sext(builder.load(pointer), context.get_value_type(types.int64))
-
-    return sig, codegen
-
-
-@intrinsic
-def _byte_at(typingctx, address):  # type: ignore[no-untyped-def]
-    """The uint8 at an int64 address, widened to int64 (a validity bitmap's byte)."""
-    if not isinstance(address, types.Integer):
-        return None
-    sig = types.int64(address)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        pointer = builder.inttoptr(args[0], context.get_value_type(types.uint8).as_pointer())
-        return builder.zext(builder.load(pointer), context.get_value_type(types.int64))
-
-    return sig, codegen
-
-
 @njit(cache=True, nogil=True)
 def build(sources: np.ndarray, rows: np.ndarray, kinds: np.ndarray, entry_kinds: np.ndarray,
           names: np.ndarray, name_offsets: np.ndarray
@@ -91,14 +58,14 @@ def build(sources: np.ndarray, rows: np.ndarray, kinds: np.ndarray, entry_kinds:
             if entry_kinds[j, kind]:
                 row = base[j] + (r if local[j] else at_input)
                 if valid[j]:  # a null value is no entry
-                    bit = _byte_at(valid[j] + (row >> 3)) >> (row & 7)  # type: ignore[call-arg]
+                    bit = load_u8(valid[j] + (row >> 3)) >> (row & 7)
                     if not bit & 1:
                         continue
                 if width[j]:
                     start, size = row * width[j], width[j]
                 else:
-                    start = _int32_at(offsets[j] + 4 * row)  # type: ignore[call-arg]  # typingctx: numba's
-                    size = _int32_at(offsets[j] + 4 * row + 4) - start
+                    start = load_i32(offsets[j] + 4 * row)
+                    size = load_i32(offsets[j] + 4 * row + 4) - start
                 starts[m] = data[j] + start
                 total += size
                 ends[m + 1] = total
@@ -115,8 +82,8 @@ def build(sources: np.ndarray, rows: np.ndarray, kinds: np.ndarray, entry_kinds:
     items, keys = np.empty(total, np.uint8), np.empty(key_total, np.uint8)
     items_at, keys_at, names_at = items.ctypes.data, keys.ctypes.data, names.ctypes.data
     for i in range(m):
-        _memcpy(items_at + ends[i], starts[i], ends[i + 1] - ends[i])
-        _memcpy(keys_at + key_offsets[i], names_at + name_offsets[entry[i]],
+        memcpy(items_at + ends[i], starts[i], ends[i + 1] - ends[i])
+        memcpy(keys_at + key_offsets[i], names_at + name_offsets[entry[i]],
                 key_offsets[i + 1] - key_offsets[i])
     return map_offsets, key_offsets, keys, ends[:m + 1].astype(np.int32), items
 

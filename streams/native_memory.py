@@ -4,10 +4,8 @@ The kernels read Arrow buffers and write their outputs by address, so a compiled
 no array views (making one allocates, and with numba's reference counting every call that
 passes one pays atomic increments). Each load and store is unaligned (``align=1``): Arrow
 values and Avro bytes sit at any offset. ``memcpy`` is libc's: a value of a few dozen bytes
-costs it about a dozen instructions, a numba byte loop about five a byte.
-
-``hmac_kernel`` and ``map_kernel`` keep their own copies of ``memcpy`` and of a load or two
-(written before this module); they could import these.
+costs it about a dozen instructions, a numba byte loop about five a byte. Every kernel
+that reads or copies by address takes these from here.
 """
 
 from __future__ import annotations

@@ -205,7 +205,7 @@ def test_values_at_their_widest_stay_within_the_size_bound() -> None:
     thousands of entries must fit it, and the bodies' buffer is trimmed to their bytes."""
     text = "\U0010ffff" * 20_000 + "é"  # 80,002 bytes: a 3-byte length
     widest = {"long": -(2**63), "int": -(2**31), "double": float("nan"), "float": 1e300,
-              "string": text, "boolean": True}
+              "string": text, "bytes": bytes(range(256)) * 2, "boolean": True}
     row: dict[str, Any] = {"timestamp": 2**63 - 1, "maybe_map": {text: None, "": text},
                            "array_maybe": [None, -(2**63)] * 5_000}
     for name, value in widest.items():
