@@ -95,21 +95,31 @@ def _copy(to: int, at: int, n: int) -> None:
             store_u8(to + q, load_u8(at + q))
 
 
+_NULL_WRITTEN = -2  # ``_branch``: the element is null, and its null branch is all it takes
+
+
+@njit(**_INLINE)
+def _branch(null_branch: int, valid: int, i: int, at: int) -> int:
+    """Element ``i``'s union branch index at address ``at``, if its type is a union with
+    null (``valid``: its validity bitmap's address, 0 if none): the bytes taken (0 or 1),
+    ``_NULL_WRITTEN`` when it is null (one byte, nothing follows), or -1 when it is null
+    and its type has no null branch."""
+    null = valid != 0 and not _bit(valid, i)
+    if null_branch == NOT_A_UNION:
+        return -1 if null else 0
+    store_u8(at, 2 * null_branch if null else 2 * (1 - null_branch))
+    return _NULL_WRITTEN if null else 1
+
+
 @njit(**_INLINE)
 def _value(kind: int, null_branch: int, valid: int, offsets: int, data: int, i: int,
            at: int) -> int:
     """Element ``i`` (physical index) of an array (addresses of its validity bitmap, 0 if
     none, its int32 offsets and its data) at address ``at``: how many bytes it took, or -1
     when it is null and its type has no null branch."""
-    w = 0
-    if null_branch != NOT_A_UNION:
-        if valid != 0 and not _bit(valid, i):
-            store_u8(at, 2 * null_branch)
-            return 1
-        store_u8(at, 2 * (1 - null_branch))
-        w = 1
-    elif valid != 0 and not _bit(valid, i):
-        return -1
+    w = _branch(null_branch, valid, i, at)
+    if w < 0:
+        return 1 if w == _NULL_WRITTEN else -1
     if kind == STRING:
         start = load_i32(offsets + 4 * i)
         n = load_i32(offsets + 4 * i + 4) - start
@@ -171,17 +181,10 @@ def size_bound(program: np.ndarray, arrays: np.ndarray, n: int, header: int) -> 
 def _collection(shape: int, kind: int, null_branch: int, item_null: int, col: np.ndarray,
                 keys: np.ndarray, items: np.ndarray, r: int, at: int) -> int:
     """Row ``r`` of a map or array column at address ``at``: bytes taken, or -1."""
-    w = 0
-    valid = col[VALID] if col[VALID_BYTES] else 0
     i = col[OFFSET] + r
-    if null_branch != NOT_A_UNION:
-        if valid != 0 and not _bit(valid, i):
-            store_u8(at, 2 * null_branch)
-            return 1
-        store_u8(at, 2 * (1 - null_branch))
-        w = 1
-    elif valid != 0 and not _bit(valid, i):
-        return -1
+    w = _branch(null_branch, col[VALID] if col[VALID_BYTES] else 0, i, at)
+    if w < 0:
+        return 1 if w == _NULL_WRITTEN else -1
     start = load_i32(col[OFFSETS] + 4 * i)
     end = load_i32(col[OFFSETS] + 4 * i + 4)
     if end > start:  # one block: count, entries, then the 0 that ends every map/array
