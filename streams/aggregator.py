@@ -150,4 +150,4 @@ def decode_partials(values: list[bytes], codec: Codec
         rows += zip(part.index.tolist(), table.column("window_start").to_pylist(),
                     zip(*dims, strict=True), table.column("subject_tokens").to_pylist(),
                     strict=True)
-    return sorted(rows, key=lambda row: row[0]) if len(decoded.parts) > 1 else rows
+    return rows  # one schema, so one part, in batch order

@@ -24,8 +24,9 @@ import numpy as np
 import pyarrow as pa
 
 from streams import avro_write_kernel as k
+from streams.errors import SerializationError
 
-__all__ = ["arrow_type", "encode_bodies", "encode_framed"]
+__all__ = ["FramedRecords", "arrow_type", "encode_bodies", "encode_framed", "table_schema"]
 
 # Avro primitive -> (the kernel's kind, the Arrow type its values are read as). Bytes are
 # written as strings are (a length, then the bytes), from a binary array.
@@ -86,6 +87,12 @@ def arrow_type(avro_type: Any) -> pa.DataType:
     """The Arrow type that holds values of ``avro_type`` (a ``["null", T]`` union -> T);
     ``TypeError`` for a type the encoder does not write."""
     return _field(avro_type)[1]
+
+
+def table_schema(schema: Mapping[str, Any]) -> pa.Schema:
+    """The Arrow schema of a table of ``schema``'s records (an Avro record schema as
+    JSON), each field as ``arrow_type`` maps it."""
+    return pa.schema([(f["name"], arrow_type(f["type"])) for f in schema["fields"]])
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,3 +187,19 @@ def encode_framed(table: pa.Table, schema: Mapping[str, Any], header: bytes) -> 
 def encode_bodies(table: pa.Table, schema: Mapping[str, Any]) -> pa.Array:
     """The schemaless Avro body of every row of ``table``; see ``encode_framed``."""
     return encode_framed(table, schema, b"")
+
+
+class FramedRecords:
+    """The pipeline's own records of one schema (drop records, key-vault entries,
+    aggregate partials), framed and encoded a table at a time. Every field it writes is
+    set, so a row that does not encode is a bug: it raises, never yields a null body."""
+
+    def __init__(self, schema: Mapping[str, Any], header: bytes) -> None:
+        self.avro, self.header = schema, header
+        self.arrow = table_schema(schema)  # build the tables with this
+
+    def encode(self, table: pa.Table) -> list[bytes]:
+        bodies = encode_framed(table, self.avro, self.header)
+        if bodies.null_count:
+            raise SerializationError(f"a {self.avro['name']} record does not encode")
+        return bodies.to_pylist()

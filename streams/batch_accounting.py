@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, Protocol
 import pyarrow as pa
 
 from streams.aggregates import Contributions
-from streams.arrow_avro import arrow_type, encode_framed
+from streams.arrow_avro import FramedRecords
 from streams.codec import Codec
 from streams.consent import SubjectHistory
 from streams.errors import SerializationError
@@ -25,7 +25,7 @@ from streams.pseudonym import new_subject_key
 from streams.topics import Catalog
 
 __all__ = ["Accounting", "BatchResult", "InvalidEvent", "Message", "OutputBatch", "Record",
-           "SubjectStore"]
+           "SubjectStore", "framed"]
 
 
 class Message(Protocol):
@@ -93,14 +93,8 @@ class Accounting:
         self._catalog = catalog
         self._codec = codec
         self._region = region
-        info = codec.catalog.by_name("DropRecord")
-        self._drop_schema = info.raw
-        self._drop_arrow = pa.schema([(f["name"], arrow_type(f["type"]))
-                                      for f in info.raw["fields"]])
-        self._drop_header = codec.header("DropRecord")
-        vault = codec.catalog.by_name("KeyVaultEntry")
-        self._vault = (vault.raw, codec.header(vault.id),
-                       pa.schema([(f["name"], arrow_type(f["type"])) for f in vault.raw["fields"]]))
+        self._drops = framed(codec, "DropRecord")
+        self._vault = framed(codec, "KeyVaultEntry")
 
     def subject_key(self, subject: str, store: SubjectStore, now: int,
                     result: BatchResult) -> bytes:
@@ -122,15 +116,13 @@ class Accounting:
             return
         subjects, wrapped, created = zip(*made, strict=True)
         n = len(made)
-        raw, header, schema = self._vault
         table = pa.Table.from_pydict({
             "subject_id": subjects, "wrapped_key": wrapped, "key_version": [1] * n,
-            "created_at": created, "processing_region": [self._region] * n}, schema=schema)
-        values = encode_framed(table, raw, header)
-        if values.null_count:  # every field is required and set: a bug, not bad input
-            raise SerializationError("a key-vault entry does not encode")
+            "created_at": created, "processing_region": [self._region] * n},
+            schema=self._vault.arrow)
         result.batches.append(OutputBatch(self._catalog.key_vault.name,
-                                          [s.encode() for s in subjects], values.to_pylist()))
+                                          [s.encode() for s in subjects],
+                                          self._vault.encode(table)))
 
     def drop(self, msg: Message, event_id: str | None, reason: str, clause: str, now: int,
              result: BatchResult) -> Record:
@@ -160,9 +152,8 @@ class Accounting:
             "source_partition": [m.partition() or 0 for m in messages],
             "source_offset": [m.offset() or 0 for m in messages],
             "dropped_at": [now] * n, "processing_region": [self._region] * n,
-        }, schema=self._drop_arrow)
-        bodies = encode_framed(table, self._drop_schema, self._drop_header)
-        return self._catalog.drops.name, bodies.to_pylist()
+        }, schema=self._drops.arrow)
+        return self._catalog.drops.name, self._drops.encode(table)
 
     @staticmethod
     def count_drops(reason: str, clause: str, n: int, result: BatchResult) -> None:
@@ -189,3 +180,9 @@ class Accounting:
         result.outcomes["dead_letter"] += 1
         return Record(self._catalog.dead_letters.name, msg.key(),
                       self._codec.encode("DeadLetter", letter), headers)
+
+
+def framed(codec: Codec, name: str) -> FramedRecords:
+    """The columnar encoder of the catalog's record ``name``, with its frame header."""
+    info = codec.catalog.by_name(name)
+    return FramedRecords(info.raw, codec.header(info.id))

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streams import engine
-from streams.arrow_avro import arrow_type
+from streams.arrow_avro import table_schema
 from streams.avro_columns import arrow_value_type
 from streams.consent import ADULT, AGE_16_17, UNDER_13, UNDER_16, SubjectState
 from streams.errors import PolicyError
@@ -62,8 +62,7 @@ def prepare(policy: Policy, source_schema: str) -> PreparedSchema:
     struct = pa.struct([(f.name, arrow_value_type(raw[f.name])) for f in fields])
     outputs = {}
     for d in plan.dests:
-        out = policy.catalog.by_name(d.layouts[0].output_schema).raw["fields"]
-        outputs[d.name] = pa.schema([(f["name"], arrow_type(f["type"])) for f in out])
+        outputs[d.name] = table_schema(policy.catalog.by_name(d.layouts[0].output_schema).raw)
     required = tuple(f.name for f in fields if not f.nullable)
     prepared = PreparedSchema(plan, struct, required, outputs,
                               tuple((f.name, f.type) for f in struct))

@@ -24,11 +24,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-import pyarrow as pa
 
 from streams import engine
 from streams.aggregates import Contributions
-from streams.arrow_avro import arrow_type, encode_framed
 from streams.batch_accounting import (
     Accounting,
     BatchResult,
@@ -37,6 +35,7 @@ from streams.batch_accounting import (
     OutputBatch,
     Record,
     SubjectStore,
+    framed,
 )
 from streams.codec import Codec
 from streams.consent import SubjectHistory, apply
@@ -72,10 +71,7 @@ class BatchProcessor:
                             for name in policy.destinations}
         self._dest_schema = {name: d.output_schema for name, d in policy.destinations.items()}
         self._accounting = Accounting(catalog, codec, self._region)
-        partial = codec.catalog.by_name("AggregatePartial")
-        self._partial = (catalog.aggregate_partials.name, partial.raw, codec.header(partial.id),
-                         pa.schema([(f["name"], arrow_type(f["type"]))
-                                    for f in partial.raw["fields"]]))
+        self._partials = framed(codec, "AggregatePartial")
         self._columns = ColumnarEvents(catalog, codec, policy, ledger, self._accounting,
                                        self._allowed)
 
@@ -207,12 +203,9 @@ class BatchProcessor:
         cell and encoded in columns; None if it has none."""
         if result.contributions is None or not result.contributions.cells:
             return None
-        topic, avro_schema, header, arrow_schema = self._partial
-        keys, table = result.contributions.table(self._region, arrow_schema)
-        values = encode_framed(table, avro_schema, header)
-        if values.null_count:  # every field is required and set: a bug, not bad input
-            raise SerializationError("an aggregate partial does not encode")
-        return OutputBatch(topic, keys, values.to_pylist())
+        keys, table = result.contributions.table(self._region, self._partials.arrow)
+        return OutputBatch(self._catalog.aggregate_partials.name, keys,
+                           self._partials.encode(table))
 
     def _started(self, result: BatchResult | None) -> BatchResult:
         result = result or BatchResult()
