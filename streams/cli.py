@@ -129,12 +129,14 @@ def worker_cmd() -> None:
 def bench_throughput(events: int = typer.Option(200_000, help="Events to push through."),
                      workers: int = typer.Option(1, help="Worker processes (one group)."),
                      warm_up: int = typer.Option(
-                         100_000, help="Events per warm-up round (three, untimed; 0: none).")
+                         100_000, help="Events per warm-up round (three, untimed; 0: none)."),
+                     rounds: int = typer.Option(
+                         3, min=1, help="Timed rounds; the median round is reported.")
                      ) -> None:
     """The worker against a raw confluent-kafka pass-through on the same broker and events."""
     from streams import bench_throughput as bench
 
-    bench.main(_settings(), events, workers, warm_up)
+    bench.main(_settings(), events, workers, warm_up, rounds)
 
 
 @bench_app.command("policy")
