@@ -95,6 +95,7 @@ class Accounting:
         self._region = region
         self._drops = framed(codec, "DropRecord")
         self._vault = framed(codec, "KeyVaultEntry")
+        self._letters = framed(codec, "DeadLetter")
 
     def subject_key(self, subject: str, store: SubjectStore, now: int,
                     result: BatchResult) -> bytes:
@@ -161,25 +162,42 @@ class Accounting:
         result.outcomes["dropped"] += n
 
     def dead_letter(self, msg: Message, exc: Exception, result: BatchResult) -> Record:
-        """The dead letter of ``msg``: its original key, bytes and headers (counted in
-        ``result``; the caller places it)."""
-        error_class = type(exc).__name__
-        topic = msg.topic() or ""
-        letter = {"original_key": msg.key(), "original_value": msg.value(),
-                  "source_topic": topic, "source_partition": msg.partition() or 0,
-                  "source_offset": msg.offset() or 0, "error_class": error_class,
-                  "error_message": str(exc)[:1000], "failed_at": int(time.time() * 1000),
-                  "processing_region": self._region}
-        headers = (("source_topic", topic.encode()),
-                   ("source_partition", str(msg.partition()).encode()),
-                   ("source_offset", str(msg.offset()).encode()),
-                   ("error_class", error_class.encode()),
-                   ("error_message", str(exc)[:200].encode("utf-8", "replace")),
-                   *(msg.headers() or ()))
-        result.dead_letters[error_class] += 1
-        result.outcomes["dead_letter"] += 1
-        return Record(self._catalog.dead_letters.name, msg.key(),
-                      self._codec.encode("DeadLetter", letter), headers)
+        """The dead letter of ``msg`` (see ``dead_letters``)."""
+        return self.dead_letters([msg], [exc], result)[0]
+
+    def dead_letters(self, messages: Sequence[Message], errors: Sequence[Exception],
+                     result: BatchResult) -> list[Record]:
+        """The dead letters of ``messages``, each failed with its ``errors`` entry: the
+        original key, bytes and headers, counted in ``result``; the caller places them.
+        Encoded in one table (one fastavro call each was 4% of the worker's CPU on bench
+        traffic, with 1% bad records)."""
+        n = len(messages)
+        keys = [m.key() for m in messages]
+        topics = [m.topic() or "" for m in messages]
+        partitions = [m.partition() for m in messages]
+        offsets = [m.offset() for m in messages]
+        classes = [type(e).__name__ for e in errors]
+        texts = [str(e) for e in errors]
+        table = pa.Table.from_pydict({
+            "original_key": keys, "original_value": [m.value() for m in messages],
+            "source_topic": topics, "source_partition": [p or 0 for p in partitions],
+            "source_offset": [o or 0 for o in offsets], "error_class": classes,
+            "error_message": [t[:1000] for t in texts],
+            "failed_at": [int(time.time() * 1000)] * n,
+            "processing_region": [self._region] * n}, schema=self._letters.arrow)
+        result.dead_letters.update(classes)
+        result.outcomes["dead_letter"] += n
+        name = self._catalog.dead_letters.name
+        return [Record(name, key, body, (
+                    ("source_topic", topic.encode()),
+                    ("source_partition", str(partition).encode()),
+                    ("source_offset", str(offset).encode()),
+                    ("error_class", error_class.encode()),
+                    ("error_message", text[:200].encode("utf-8", "replace")),
+                    *(msg.headers() or ())))
+                for msg, key, body, topic, partition, offset, error_class, text in zip(
+                    messages, keys, self._letters.encode(table), topics, partitions,
+                    offsets, classes, texts, strict=True)]
 
 
 def framed(codec: Codec, name: str) -> FramedRecords:

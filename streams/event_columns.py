@@ -39,7 +39,6 @@ from streams.batch_accounting import (
     InvalidEvent,
     Message,
     OutputBatch,
-    Record,
     SubjectStore,
 )
 from streams.batch_engine import (
@@ -79,7 +78,8 @@ class _Placed:
 
     def __init__(self) -> None:
         self.chunks: dict[str, list[tuple[np.ndarray, list[bytes | None], list[bytes]]]] = {}
-        self.letters: list[tuple[int, Record]] = []
+        # Dead letters too: (position, message, why), encoded in one table.
+        self.letters: list[tuple[int, Message, Exception]] = []
         # Drop records wait here, to be encoded in one table.
         self.drop_positions: list[int] = []
         self.drop_messages: list[Message] = []
@@ -91,8 +91,8 @@ class _Placed:
             values: list[bytes]) -> None:
         self.chunks.setdefault(topic, []).append((positions, keys, values))
 
-    def letter(self, position: int, record: Record) -> None:
-        self.letters.append((position, record))
+    def letter(self, position: int, msg: Message, exc: Exception) -> None:
+        self.letters.append((position, msg, exc))
 
     def drop(self, position: int, msg: Message, event_id: str | None, reason: str,
              clause: str) -> None:
@@ -111,7 +111,9 @@ class _Placed:
             for (reason, clause), n in Counter(zip(self.drop_reasons, self.drop_clauses,
                                                    strict=True)).items():
                 accounting.count_drops(reason, clause, n, result)
-        result.records += [record for _, record in sorted(self.letters, key=lambda x: x[0])]
+        if self.letters:
+            _, messages, errors = zip(*sorted(self.letters, key=lambda x: x[0]), strict=True)
+            result.records += accounting.dead_letters(messages, errors, result)
         for topic, chunks in self.chunks.items():
             if len(chunks) == 1 and bool(np.all(np.diff(chunks[0][0]) > 0)):
                 result.batches.append(OutputBatch(topic, chunks[0][1], chunks[0][2]))
@@ -191,7 +193,7 @@ class ColumnarEvents:
         placed = _Placed()
         decoded = self._decode([m.value() for m in messages])
         for i, exc in decoded.errors.items():
-            placed.letter(i, self._acct.dead_letter(messages[i], exc, result))
+            placed.letter(i, messages[i], exc)
         keys = pa.array([m.key() or b"" for m in messages], pa.binary())
         batch_topics = _Topics(topics)
         groups = [group for part in decoded.parts
@@ -252,7 +254,7 @@ class ColumnarEvents:
                 exc = InvalidEvent(f"{schema} events do not belong on {topics.names[i]}"
                                    if not on_topic[r] else
                                    f"key does not match subject_id of {schema} {event_ids[r]}")
-                placed.letter(i, self._acct.dead_letter(messages[i], exc, result))
+                placed.letter(i, messages[i], exc)
         subjects = subject_column.to_pylist()
         live = valid.copy()
         if self._ledger.refs:
@@ -370,7 +372,7 @@ class ColumnarEvents:
                     values = [encode(outputs[o.destination][3], o.record)
                               for o in decision.outputs]
             except SerializationError as exc:
-                placed.letter(i, self._acct.dead_letter(messages[i], exc, result))
+                placed.letter(i, messages[i], exc)
                 continue
             if isinstance(decision, Routed):
                 for out, value in zip(decision.outputs, values, strict=True):
@@ -410,7 +412,7 @@ class ColumnarEvents:
                 placed.drop(i, messages[i], event_ids[r], *_UNDER_13)
                 result.deletions.add(subjects[r])
             else:
-                placed.letter(i, self._acct.dead_letter(messages[i], errors[r], result))
+                placed.letter(i, messages[i], errors[r])
 
 
 def _strings(table: pa.Table, name: str) -> list[Any]:
