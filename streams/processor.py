@@ -114,7 +114,7 @@ class BatchProcessor:
             kept = [record] if prior is None else _kept([*kept_records.get(key, []), record],
                                                          history)
             kept_records[key] = kept
-            records.append(Record(changelog, key.encode(), orjson.dumps(kept)))
+            records.append(Record(changelog, key.encode(), _json(kept)))
             applied += 1
         result.outcomes["applied"] += applied
 
@@ -232,6 +232,13 @@ class BatchProcessor:
         if result.contributions is None:
             result.contributions = Contributions(self._token_key)
         return result
+
+
+def _json(value: Any) -> bytes:
+    """``orjson.dumps`` copied to its size: orjson's bytes keep its whole write buffer
+    (8 KiB for a 640-byte consent record), a fresh page or two for each changelog value
+    the batch holds until it is produced (8 µs a record against 3 with the copy, D20)."""
+    return bytes(memoryview(orjson.dumps(value)))
 
 
 def _kept(records: list[dict[str, Any]], history: SubjectHistory) -> list[dict[str, Any]]:
