@@ -10,7 +10,7 @@ the same error class, and only that message: ``errors`` maps its position to the
 ``ColumnDecoder`` decodes in native code (``avro_kernel``, decision D9): one pass over the
 batch's bytes per schema, then Arrow arrays straight from the resulting buffers, about a
 hundredth of fastavro's instructions per record; arrays of flat records (the consent
-record's servers) too. Schemas with other nested records (a few control outputs) and
+record's servers) too. Schemas with other nested records (the purge command) and
 messages the kernel refuses go through ``decode_rows``, the reference: ``codec.decode``
 per message, then ``pa.Table.from_pylist``. Differential tests hold the two to the same
 tables and the same refusals.
@@ -239,7 +239,7 @@ class ColumnDecoder:
         self._programs: dict[int, _Program | None] = {}
 
     def _program(self, schema_id: int) -> _Program | None:
-        """The schema's program; None when the catalog lacks it or it has nested records."""
+        """The schema's program; None when the catalog lacks it or its records nest deeper."""
         if schema_id not in self._programs:
             info = self.codec.catalog.get(schema_id)
             try:
