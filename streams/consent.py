@@ -49,11 +49,11 @@ def _jan1_ms(year: int) -> int:
     return calendar.timegm((year, 1, 1, 0, 0, 0)) * 1000
 
 
-# Subject states and their server switches are immutable by contract (histories share
-# them; the engines memoize on them) but not frozen dataclasses: a frozen ``__init__``
-# sets every slot through ``object.__setattr__``, about 8x the cost of plain stores, and
-# a state is built per consent record on the worker's main thread (D20). Equality and
-# hashing are those of a frozen dataclass (``unsafe_hash``).
+# Subject states, their server switches and histories are immutable by contract
+# (histories share states; the engines memoize on them) but not frozen dataclasses: a
+# frozen ``__init__`` sets every slot through ``object.__setattr__``, about 8x the cost
+# of plain stores, and one of each is built per consent record on the worker's main
+# thread (D20). Equality and hashing are those of a frozen dataclass (``unsafe_hash``).
 @dataclass(slots=True, unsafe_hash=True)
 class ServerPrefs:
     """A server owner's switches; ``None`` = jurisdiction default."""
@@ -140,9 +140,10 @@ def state_from_record(record: Mapping[str, Any]) -> SubjectState:
         get("limit_sensitive"), servers)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SubjectHistory:
-    """A subject's states ordered by ``effective_at`` (at most ``MAX_ENTRIES``)."""
+    """A subject's states ordered by ``effective_at`` (at most ``MAX_ENTRIES``); immutable
+    by contract, as ``SubjectState``."""
 
     times: tuple[int, ...] = ()
     states: tuple[SubjectState, ...] = ()
