@@ -32,7 +32,7 @@ from streams.errors import SerializationError
 from streams.schema_catalog import SchemaInfo
 
 __all__ = ["ColumnDecoder", "DecodedBatch", "SchemaRows", "arrow_schema", "arrow_value_type",
-           "decode_columns", "decode_rows", "records"]
+           "decode_columns", "decode_rows"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,14 +119,6 @@ def decode_rows(messages: Sequence[bytes], codec: Codec | None = None) -> Decode
                    np.array(index, np.int64))
         for _, (info, index, records) in sorted(rows.items()))
     return DecodedBatch(parts, errors)
-
-
-def records(table: pa.Table) -> list[dict[str, Any]]:
-    """A decoded table's rows as ``codec.decode`` gives them: dicts in field order, nested
-    records too. Column by column (about 10x cheaper than row by row)."""
-    names = table.column_names
-    return [dict(zip(names, row, strict=True))
-            for row in zip(*[column.to_pylist() for column in table.columns], strict=True)]
 
 
 # --- the native decoder -----------------------------------------------------------------

@@ -27,7 +27,7 @@ import orjson
 
 from streams import engine
 from streams.aggregates import Contributions
-from streams.avro_columns import ColumnDecoder, records
+from streams.avro_columns import ColumnDecoder
 from streams.batch_accounting import (
     Accounting,
     BatchResult,
@@ -121,15 +121,16 @@ class BatchProcessor:
     def _consent_records(self, values: list[bytes | None]
                          ) -> list[tuple[str, dict[str, Any]] | None]:
         """Per message, its ``ConsentRecord`` decoded in one native pass over the batch
-        (``codec.decode``'s dict, field order included: the changelog value is its JSON);
-        None for any other value, which ``codec.decode`` then decodes or refuses as it
-        always did (the native decoder refuses a few values fastavro reads)."""
+        (``Table.to_pylist`` gives ``codec.decode``'s dicts, field order included: the
+        changelog value is their JSON); None for any other value, which ``codec.decode``
+        then decodes or refuses as it always did (the native decoder refuses a few values
+        fastavro reads)."""
         where = [i for i, value in enumerate(values) if value is not None]
         present = [value for value in values if value is not None]
         out: list[tuple[str, dict[str, Any]] | None] = [None] * len(values)
         for part in self._decoder.decode(present).parts:
             if part.schema.name == "ConsentRecord":
-                for i, record in zip(part.index.tolist(), records(part.table), strict=True):
+                for i, record in zip(part.index.tolist(), part.table.to_pylist(), strict=True):
                     out[where[i]] = ("ConsentRecord", record)
         return out
 

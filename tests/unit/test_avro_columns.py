@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams import avro_kernel
-from streams.avro_columns import ColumnDecoder, DecodedBatch, decode_rows, records
+from streams.avro_columns import ColumnDecoder, DecodedBatch, decode_rows
 from streams.codec import Codec, MalformedRecordError, default_codec
 from streams.schema_catalog import SchemaCatalog, SchemaInfo
 from streams.traffic_model import TrafficConfig
@@ -346,11 +346,12 @@ def test_items_holding_collections_or_no_field_go_through_the_reference() -> Non
         assert_same([decoder.codec.encode(900, record)], decoder)
 
 
-def test_records_are_the_codecs_dicts_with_their_key_order() -> None:
-    """``records`` gives ``codec.decode``'s dicts: the consent changelog is their JSON."""
+def test_rows_are_the_codecs_dicts_with_their_key_order() -> None:
+    """A consent table's rows are ``codec.decode``'s dicts, key order included: the
+    consent changelog is their JSON."""
     messages = _consents(20, seed=15)
     (part,) = DECODER.decode(messages).parts
-    got = records(part.table)
+    got = part.table.to_pylist()
     want = [CODEC.decode(m)[1] for m in messages]
     assert got == want
     assert [list(r) for r in got] == [list(r) for r in want]
