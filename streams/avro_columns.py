@@ -9,10 +9,11 @@ the same error class, and only that message: ``errors`` maps its position to the
 
 ``ColumnDecoder`` decodes in native code (``avro_kernel``, decision D9): one pass over the
 batch's bytes per schema, then Arrow arrays straight from the resulting buffers, about a
-hundredth of fastavro's instructions per record. Schemas with nested records (the consent
-control record, a few outputs) and messages the kernel refuses go through ``decode_rows``,
-the reference: ``codec.decode`` per message, then ``pa.Table.from_pylist``. Differential
-tests hold the two to the same tables and the same refusals.
+hundredth of fastavro's instructions per record; arrays of flat records (the consent
+record's servers) too. Schemas with other nested records (the purge command) and
+messages the kernel refuses go through ``decode_rows``, the reference: ``codec.decode``
+per message, then ``pa.Table.from_pylist``. Differential tests hold the two to the same
+tables and the same refusals.
 """
 
 from __future__ import annotations
@@ -136,12 +137,16 @@ class _Program:
     info: SchemaInfo
     schema: pa.Schema
     rows: np.ndarray  # (fields, 4) int64: kind, null branch, slot, enum symbol count
+    # (collection slots, widest item record, 4): per array of records, in its slot, a
+    # program row per item field (its slot an entry slot, a collection slot of its own)
+    items: np.ndarray
     slots: tuple[int, int, int, int]  # ints, floats, spans, collections
-    symbols: dict[int, pa.Array]  # field index -> its enum's symbols
+    symbols: dict[tuple[int, ...], pa.Array]  # (field[, item field]) -> its enum's symbols
 
 
 def _kind(t: Any) -> tuple[int, list[str] | None]:
-    """The kernel's kind for a (non-union) Avro type; ``TypeError`` if it has none."""
+    """The kernel's kind for a (non-union) Avro type; ``TypeError`` if it has none. An
+    array of records is ARRAY_RECORD; ``_item_rows`` checks its items."""
     if isinstance(t, dict) and t.get("type") in _SCALARS:
         t = t["type"]  # a logical type reads as its base type
     if isinstance(t, str) and t in _SCALARS:
@@ -152,28 +157,70 @@ def _kind(t: Any) -> tuple[int, list[str] | None]:
         return _MAPS[t["values"]], None
     if isinstance(t, dict) and t.get("type") == "array" and t["items"] == "string":
         return k.ARRAY_STRING, None
+    if (isinstance(t, dict) and t.get("type") == "array" and isinstance(t["items"], dict)
+            and t["items"].get("type") == "record"):
+        return k.ARRAY_RECORD, None
     raise TypeError(f"no native decoding for Avro type {t!r}")
 
 
+def _branches(t: Any) -> tuple[Any, int]:
+    """A field type without its null branch, and that branch (``NOT_A_UNION`` if none)."""
+    if not isinstance(t, list):
+        return t, k.NOT_A_UNION
+    if len(t) != 2 or "null" not in t:
+        raise TypeError(f"no native decoding for the union {t!r}")
+    null_branch = t.index("null")
+    return t[1 - null_branch], null_branch
+
+
 def _program(info: SchemaInfo) -> _Program:
-    rows, symbols = [], {}
+    rows, items = [], {}
+    symbols: dict[tuple[int, ...], pa.Array] = {}
     used = [0, 0, 0, 0]
     for i, field in enumerate(info.raw["fields"]):
-        t, null_branch = field["type"], k.NOT_A_UNION
-        if isinstance(t, list):
-            if len(t) != 2 or "null" not in t:
-                raise TypeError(f"no native decoding for the union {t!r}")
-            null_branch = t.index("null")
-            t = t[1 - null_branch]
+        t, null_branch = _branches(field["type"])
         kind, enum = _kind(t)
         group = (0 if kind in _INT_KINDS else 1 if kind in _FLOAT_KINDS
                  else 2 if kind in _SPAN_KINDS else 3)
-        rows.append((kind, null_branch, used[group], len(enum or ())))
+        slot = used[group]
         used[group] += 1
+        if kind == k.ARRAY_RECORD:
+            items[slot] = _item_rows(t["items"], i, used, symbols)
+        rows.append((kind, null_branch, slot, len(items[slot]) if kind == k.ARRAY_RECORD
+                     else len(enum or ())))
         if enum is not None:
-            symbols[i] = pa.array(enum, pa.string())
+            symbols[(i,)] = pa.array(enum, pa.string())
     return _Program(info, arrow_schema(info), np.array(rows, np.int64).reshape(-1, 4),
-                    (used[0], used[1], used[2], used[3]), symbols)
+                    _item_table(items, used[3]), (used[0], used[1], used[2], used[3]),
+                    symbols)
+
+
+def _item_rows(record: Any, field: int, used: list[int],
+               symbols: dict[tuple[int, ...], pa.Array]) -> list[tuple[int, int, int, int]]:
+    """The item program of an array of records: a row per item field, each given the next
+    collection slot as its entry slot. Items of scalars only, and at least one field (each
+    item then takes a byte at least, which the kernel's block check relies on)."""
+    rows = []
+    for j, item_field in enumerate(record["fields"]):
+        t, null_branch = _branches(item_field["type"])
+        kind, enum = _kind(t)
+        if kind >= k.MAP_STRING:
+            raise TypeError(f"no native decoding for a collection in the record {record!r}")
+        rows.append((kind, null_branch, used[3], len(enum or ())))
+        used[3] += 1
+        if enum is not None:
+            symbols[(field, j)] = pa.array(enum, pa.string())
+    if not rows:
+        raise TypeError(f"no native decoding for the empty record {record!r}")
+    return rows
+
+
+def _item_table(items: dict[int, list[tuple[int, int, int, int]]], slots: int) -> np.ndarray:
+    """The item programs by collection slot, as the kernel takes them."""
+    table = np.zeros((slots, max(map(len, items.values()), default=0), 4), np.int64)
+    for slot, rows in items.items():
+        table[slot, :len(rows)] = rows
+    return table
 
 
 class ColumnDecoder:
@@ -184,7 +231,7 @@ class ColumnDecoder:
         self._programs: dict[int, _Program | None] = {}
 
     def _program(self, schema_id: int) -> _Program | None:
-        """The schema's program; None when the catalog lacks it or it has nested records."""
+        """The schema's program; None when the catalog lacks it or its records nest deeper."""
         if schema_id not in self._programs:
             info = self.codec.catalog.get(schema_id)
             try:
@@ -265,6 +312,7 @@ class _Decoded:
     values: np.ndarray
     numbers: np.ndarray
     reals: np.ndarray
+    present: np.ndarray
     rows: np.ndarray  # per row, the position of its message among those decoded
     status: np.ndarray  # per message, 0 or why it was refused
 
@@ -289,11 +337,12 @@ def _run(program: _Program, buf: np.ndarray, starts: np.ndarray, ends: np.ndarra
         values = np.empty_like(keys)
         numbers = np.empty(keys.shape[:2], np.int64)
         reals = np.empty(keys.shape[:2], np.float64)
-        r = k.decode(buf, starts, ends, program.rows, ints, floats, spans, valid, counts,
-                     keys, values, numbers, reals, rows, status)
+        present = np.empty(keys.shape[:2], np.uint8)
+        r = k.decode(buf, starts, ends, program.rows, program.items, ints, floats, spans,
+                     valid, counts, keys, values, numbers, reals, present, rows, status)
         if r != k.NEEDS_ROOM:
             return _Decoded(r, ints, floats, spans, valid, counts, keys, values, numbers,
-                            reals, rows[:r], status)
+                            reals, present, rows[:r], status)
         room *= 2
 
 
@@ -306,33 +355,48 @@ def _table(program: _Program, buf: np.ndarray, out: _Decoded) -> pa.Table:
         type_ = program.schema.field(f).type
         present = out.valid[f, :r].view(np.bool_)
         nulls = None if null_branch == k.NOT_A_UNION or present.all() else ~present
-        bitmap = None if nulls is None else pa.py_buffer(np.packbits(present,
-                                                                     bitorder="little"))
-        if kind in (k.LONG, k.INT):
-            arrays.append(_fixed(pa.int64(), r, bitmap, out.ints[slot, :r]))
-        elif kind == k.BOOLEAN:
-            arrays.append(pa.array(out.ints[slot, :r].astype(np.bool_), mask=nulls))
-        elif kind == k.ENUM:
-            indices = _fixed(pa.int64(), r, bitmap, out.ints[slot, :r])
-            arrays.append(program.symbols[f].take(indices))
-        elif kind in _FLOAT_KINDS:
-            arrays.append(_fixed(pa.float64(), r, bitmap, out.floats[slot, :r]))
-        elif kind in _SPAN_KINDS:
+        if kind in _SPAN_KINDS:
             arrays.append(pa.Array.from_buffers(type_, r, [
-                bitmap, pa.py_buffer(offsets[slot]),
+                _bitmap(present, nulls), pa.py_buffer(offsets[slot]),
                 pa.py_buffer(data[base[slot]:base[slot + 1]])]))
+        elif kind >= k.MAP_STRING:
+            arrays.append(_collection(program, f, buf, out, nulls))
         else:
-            arrays.append(_collection(kind, type_, buf, out, slot, nulls))
+            values = out.floats[slot, :r] if kind in _FLOAT_KINDS else out.ints[slot, :r]
+            arrays.append(_scalar(kind, r, present, nulls, values, program.symbols.get((f,))))
     return pa.Table.from_arrays(arrays, schema=program.schema)
 
 
-def _collection(kind: int, type_: pa.DataType, buf: np.ndarray, out: _Decoded, slot: int,
+def _bitmap(present: np.ndarray, nulls: np.ndarray | None) -> pa.Buffer | None:
+    return None if nulls is None else pa.py_buffer(np.packbits(present, bitorder="little"))
+
+
+def _scalar(kind: int, n: int, present: np.ndarray, nulls: np.ndarray | None,
+            values: np.ndarray, symbols: pa.Array | None) -> pa.Array:
+    """A column of numbers, booleans or enums from the kernel's int64 or float64 values
+    (zero-copy where Arrow's layout allows)."""
+    if kind in (k.LONG, k.INT):
+        return _fixed(pa.int64(), n, _bitmap(present, nulls), values)
+    if kind == k.BOOLEAN:
+        return pa.array(values.astype(np.bool_), mask=nulls)
+    if kind == k.ENUM:
+        assert symbols is not None
+        return symbols.take(_fixed(pa.int64(), n, _bitmap(present, nulls), values))
+    return _fixed(pa.float64(), n, _bitmap(present, nulls), values)
+
+
+def _collection(program: _Program, f: int, buf: np.ndarray, out: _Decoded,
                 nulls: np.ndarray | None) -> pa.Array:
     """A map or array column: offsets from the per-row counts, then its entries."""
+    kind, _, slot, fields = program.rows[f].tolist()
+    type_ = program.schema.field(f).type
     offsets = np.zeros(out.n + 1, np.int32)
     np.cumsum(out.counts[slot, :out.n], out=offsets[1:])
     total = int(offsets[-1])
     mask = None if nulls is None else pa.array(nulls)
+    if kind == k.ARRAY_RECORD:
+        items = _records(program, f, program.items[slot, :fields].tolist(), buf, out, total)
+        return pa.ListArray.from_arrays(offsets, items, type=type_, mask=mask)
     if kind == k.ARRAY_STRING:
         items = _strings(pa.string(), buf, out.values[slot], total, None)
         return pa.ListArray.from_arrays(offsets, items, type=type_, mask=mask)
@@ -344,6 +408,25 @@ def _collection(kind: int, type_: pa.DataType, buf: np.ndarray, out: _Decoded, s
     else:
         items = _fixed(pa.float64(), total, None, out.reals[slot, :total])
     return pa.MapArray.from_arrays(offsets, names, items, type=type_, mask=mask)
+
+
+def _records(program: _Program, f: int, rows: list[list[int]], buf: np.ndarray,
+             out: _Decoded, total: int) -> pa.StructArray:
+    """The ``total`` items of an array of records: a child column per item field, read
+    from that field's entry slot."""
+    struct = program.schema.field(f).type.value_type
+    children = []
+    for j, (kind, null_branch, slot, _) in enumerate(rows):
+        present = out.present[slot, :total].view(np.bool_)
+        nulls = None if null_branch == k.NOT_A_UNION or present.all() else ~present
+        if kind in _SPAN_KINDS:
+            children.append(_strings(struct.field(j).type, buf, out.values[slot], total,
+                                     _bitmap(present, nulls)))
+        else:
+            values = (out.reals if kind in _FLOAT_KINDS else out.numbers)[slot, :total]
+            children.append(_scalar(kind, total, present, nulls, values,
+                                    program.symbols.get((f, j))))
+    return pa.StructArray.from_arrays(children, fields=list(struct))
 
 
 def _fixed(type_: pa.DataType, n: int, bitmap: pa.Buffer | None, data: np.ndarray) -> pa.Array:

@@ -5,6 +5,8 @@ small *program* says (one row per field: kind, null branch, output slot, symbol 
 the machine code is the same for every schema and compiled once (cached on disk). Values
 land in flat arrays: numbers in ``ints``/``floats``, strings and bytes as (start, length)
 spans into the batch buffer, maps and arrays as per-row entry counts plus entry arrays.
+An array of flat records (the consent record's servers) gives each item field its own
+entry slot, filled as the item program ``items[slot]`` of the array says.
 ``avro_columns`` turns those into Arrow arrays without touching a value in Python.
 
 Every record is checked as strictly as the Avro spec reads: each read stays inside the
@@ -23,8 +25,8 @@ from streams.native_memory import load_f32, load_f64, load_u64, memcpy
 
 # Field kinds of a program row.
 LONG, INT, BOOLEAN, DOUBLE, FLOAT, STRING, BYTES, ENUM = 0, 1, 2, 3, 4, 5, 6, 7
-MAP_STRING, MAP_DOUBLE, MAP_LONG, ARRAY_STRING = 8, 9, 10, 11
-# Program columns.
+MAP_STRING, MAP_DOUBLE, MAP_LONG, ARRAY_STRING, ARRAY_RECORD = 8, 9, 10, 11, 12
+# Program columns. An ARRAY_RECORD row's SYMBOLS is its item record's field count.
 KIND, NULL_BRANCH, SLOT, SYMBOLS = 0, 1, 2, 3
 NOT_A_UNION = -1
 
@@ -150,11 +152,78 @@ def _string_entry(buf: np.ndarray, pos: int, end: int, out: np.ndarray, slot: in
 
 
 @njit(cache=True, nogil=True)
+def _record_item(buf: np.ndarray, pos: int, end: int, program: np.ndarray, e: int,
+                 spans: np.ndarray, numbers: np.ndarray, reals: np.ndarray,
+                 present: np.ndarray) -> tuple[int, int]:
+    """One item of an array of records at ``pos``, field by field as ``program`` (the
+    item program: one row per field, SLOT its entry slot) says, into entry ``e``: (OK,
+    next position) or (code, -1). Not inlined, as ``_string_entry``; its scalar reads
+    repeat ``decode``'s rather than share a helper with its hot loop (D17's tuning)."""
+    buf_at = buf.ctypes.data
+    for j in range(program.shape[0]):
+        kind = program[j, KIND]
+        s = program[j, SLOT]
+        null_branch = program[j, NULL_BRANCH]
+        if null_branch != NOT_A_UNION:
+            branch, pos = _long(buf, pos, end)
+            if pos < 0:
+                return branch, -1
+            if branch != 0 and branch != 1:
+                return BAD_BRANCH, -1
+            if branch == null_branch:  # zeros, as ``decode`` writes for a null
+                present[s, e] = 0
+                spans[s, e, 0] = 0
+                spans[s, e, 1] = 0
+                numbers[s, e] = 0
+                reals[s, e] = 0.0
+                continue
+        present[s, e] = 1
+        if kind in (STRING, BYTES):
+            n, nxt = _span(buf, pos, end, kind == STRING)
+            if nxt < 0:
+                return n, -1
+            spans[s, e, 0] = nxt - n
+            spans[s, e, 1] = n
+            pos = nxt
+        elif kind in (LONG, INT, ENUM):
+            v, pos = _long(buf, pos, end)
+            if pos < 0:
+                return v, -1
+            if kind == INT and (v < -2147483648 or v > 2147483647):
+                return INT_RANGE, -1
+            if kind == ENUM and (v < 0 or v >= program[j, SYMBOLS]):
+                return BAD_ENUM, -1
+            numbers[s, e] = v
+        elif kind == BOOLEAN:
+            if pos >= end:
+                return TRUNCATED, -1
+            if buf[pos] > 1:
+                return BAD_BOOLEAN, -1
+            numbers[s, e] = buf[pos]
+            pos += 1
+        elif kind == DOUBLE:
+            if end - pos < 8:
+                return TRUNCATED, -1
+            reals[s, e] = load_f64(buf_at + pos)
+            pos += 8
+        else:  # FLOAT
+            if end - pos < 4:
+                return TRUNCATED, -1
+            reals[s, e] = load_f32(buf_at + pos)
+            pos += 4
+    return OK, pos
+
+
+@njit(cache=True, nogil=True)
 def decode(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, program: np.ndarray,
-           ints: np.ndarray, floats: np.ndarray, spans: np.ndarray, valid: np.ndarray,
-           counts: np.ndarray, keys: np.ndarray, values: np.ndarray, numbers: np.ndarray,
-           reals: np.ndarray, rows: np.ndarray, status: np.ndarray) -> int:
-    """Decode the records ``buf[starts[i] + HEADER : ends[i]]`` with ``program``.
+           items: np.ndarray, ints: np.ndarray, floats: np.ndarray, spans: np.ndarray,
+           valid: np.ndarray, counts: np.ndarray, keys: np.ndarray, values: np.ndarray,
+           numbers: np.ndarray, reals: np.ndarray, present: np.ndarray, rows: np.ndarray,
+           status: np.ndarray) -> int:
+    """Decode the records ``buf[starts[i] + HEADER : ends[i]]`` with ``program``; an
+    ARRAY_RECORD field in collection slot c reads its items with ``items[c]``, whose
+    fields write entry slots of ``values`` (strings), ``numbers``, ``reals`` and
+    ``present`` (0 for a null).
 
     Row r of every output holds the r-th record that decoded; ``rows[r]`` is its i. Every
     value of the first (returned) rows is written, nulls as zeros, so the outputs need not
@@ -264,6 +333,14 @@ def decode(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, program: np.nd
                         return NEEDS_ROOM
                     for _ in range(block):
                         e = taken[slot]
+                        if kind == ARRAY_RECORD:
+                            code, pos = _record_item(buf, pos, end,
+                                                     items[slot, :program[f, SYMBOLS]], e,
+                                                     values, numbers, reals, present)
+                            if pos < 0:
+                                break
+                            taken[slot] += 1
+                            continue
                         if kind != ARRAY_STRING:
                             code, pos = _string_entry(buf, pos, end, keys, slot, e)
                             if pos < 0:

@@ -27,6 +27,7 @@ import orjson
 
 from streams import engine
 from streams.aggregates import Contributions
+from streams.avro_columns import ColumnDecoder
 from streams.batch_accounting import (
     Accounting,
     BatchResult,
@@ -74,20 +75,24 @@ class BatchProcessor:
         self._partials = framed(codec, "AggregatePartial")
         self._columns = ColumnarEvents(catalog, codec, policy, ledger, self._accounting,
                                        self._allowed)
+        self._decoder = ColumnDecoder(codec)
 
     # -- control -----------------------------------------------------------------------
 
     def apply_consent(self, messages: Iterable[Message], store: SubjectStore,
                       result: BatchResult) -> None:
-        """Fold consent records into histories; a tombstone erases the subject's state."""
+        """Fold consent records into histories, in offset order; a tombstone erases the
+        subject's state."""
         changelog, decode, records = self._catalog.consent_changelog.name, self._codec.decode, \
             result.records
         histories, kept_records = store.histories, store.consent_records
+        messages = list(messages)
+        values = [msg.value() for msg in messages]
         applied = 0
-        for msg in messages:
+        for msg, value, decoded in zip(messages, values, self._consent_records(values),
+                                       strict=True):
             result.events_in[msg.topic() or ""] += 1
             key = (msg.key() or b"").decode("utf-8", "replace")
-            value = msg.value()
             if value is None:  # deletion: forget the subject, tombstone its state
                 self.forget(key, store, result)
                 applied += 1
@@ -96,7 +101,7 @@ class BatchProcessor:
                 applied += 1
                 continue
             try:
-                schema, record = decode(value)
+                schema, record = decoded or decode(value)
                 if schema != "ConsentRecord" or record.get("subject_id") != key:
                     raise InvalidEvent(f"{schema} with subject {record.get('subject_id')!r} "
                                        f"under key {key!r} on the consent topic")
@@ -109,9 +114,25 @@ class BatchProcessor:
             kept = [record] if prior is None else _kept([*kept_records.get(key, []), record],
                                                          history)
             kept_records[key] = kept
-            records.append(Record(changelog, key.encode(), orjson.dumps(kept)))
+            records.append(Record(changelog, key.encode(), _json(kept)))
             applied += 1
         result.outcomes["applied"] += applied
+
+    def _consent_records(self, values: list[bytes | None]
+                         ) -> list[tuple[str, dict[str, Any]] | None]:
+        """Per message, its ``ConsentRecord`` decoded in one native pass over the batch
+        (``Table.to_pylist`` gives ``codec.decode``'s dicts, field order included: the
+        changelog value is their JSON); None for any other value, which ``codec.decode``
+        then decodes or refuses as it always did (the native decoder refuses a few values
+        fastavro reads)."""
+        where = [i for i, value in enumerate(values) if value is not None]
+        present = [value for value in values if value is not None]
+        out: list[tuple[str, dict[str, Any]] | None] = [None] * len(values)
+        for part in self._decoder.decode(present).parts:
+            if part.schema.name == "ConsentRecord":
+                for i, record in zip(part.index.tolist(), part.table.to_pylist(), strict=True):
+                    out[where[i]] = ("ConsentRecord", record)
+        return out
 
     def forget(self, subject_id: str, store: SubjectStore, result: BatchResult) -> None:
         """Drop a subject's state and tombstone its keyed state topics."""
@@ -212,6 +233,13 @@ class BatchProcessor:
         if result.contributions is None:
             result.contributions = Contributions(self._token_key)
         return result
+
+
+def _json(value: Any) -> bytes:
+    """``orjson.dumps`` copied to its size: orjson's bytes keep its whole write buffer
+    (8 KiB for a 640-byte consent record), a fresh page or two for each changelog value
+    the batch holds until it is produced (8 µs a record against 3 with the copy, D20)."""
+    return bytes(memoryview(orjson.dumps(value)))
 
 
 def _kept(records: list[dict[str, Any]], history: SubjectHistory) -> list[dict[str, Any]]:

@@ -24,6 +24,25 @@ def test_apply_builds_state_from_a_consent_record() -> None:
     assert hist.at(rec["effective_at"] - 1) is None
 
 
+def test_state_from_record_puts_each_value_in_its_field() -> None:
+    """``state_from_record`` passes its arguments by position: each value, distinct from
+    every other (names for the switches, which it passes through), must land in the field
+    of its name."""
+    switches = ["targeted_ads", "activity_sharing", "nonessential_cookies",
+                "optional_playback_data", "limit_sensitive", "policy_version", "age_band",
+                "email"]
+    server = ["crash_reports", "push_notifications", "optional_telemetry", "metadata_matching"]
+    rec = {"subject_id": SID, "effective_at": 11, "recorded_at": 12, "jurisdiction": "EU",
+           "birth_year": 1990, "managed_profile": True, **{name: name for name in switches},
+           "servers": [{"server_id": "s", **{name: name for name in server}}]}
+    want = consent.SubjectState(
+        subject_id=SID, effective_at=11, recorded_at=12, jurisdiction="EU", birth_year=1990,
+        managed_profile=True, **{name: name for name in switches},  # type: ignore[arg-type]
+        servers={"s": consent.ServerPrefs(**{name: name for name in server})})  # type: ignore[arg-type]
+    state = consent.state_from_record(rec)
+    assert state == want and repr(state) == repr(want)
+
+
 def test_history_is_bounded() -> None:
     rng = random.Random(2)
     hist = None
