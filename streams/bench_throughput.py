@@ -241,31 +241,6 @@ def _topics(bootstrap: str, name: str) -> tuple[str, Catalog, Topic, list[str]]:
 WARM_UP_ROUNDS = 3
 
 
-def _warm_up(bootstrap: str, events: int) -> list[float]:
-    """Both paths over other events, untimed, ``WARM_UP_ROUNDS`` times; returns the
-    worker's rate in each round. A fresh broker spends seconds of CPU compiling its hot
-    paths (C2 JIT: 6.7, 3.7, then 1.0 s of CPU in three successive worker drains on the
-    two cores here), and the pass-through and the worker exercise different ones
-    (transactions, compression); a running cluster has compiled them long before."""
-    rates: list[float] = []
-    while len(rates) < WARM_UP_ROUNDS:
-        prefix, catalog, sink, inputs = _topics(bootstrap, "warm")
-        produce_stream(bootstrap, catalog, TrafficConfig(seed=3 + len(rates), subjects=2_000),
-                       events=events)
-        passthrough(bootstrap, inputs, sink.name,
-                    sum(_end_offsets(bootstrap, inputs).values()))
-        with tempfile.TemporaryDirectory() as home:
-            proc = _worker(_env(bootstrap, prefix, home))
-            try:
-                rates.append(_drain_rate(bootstrap, f"{prefix}privacy-pipeline.worker",
-                                         inputs, "--warm-up")[0])
-            finally:
-                proc.terminate()
-                proc.communicate(timeout=60)
-        _say(f"  warm-up round {len(rates)}: worker {rates[-1]:,.0f} msg/s")
-    return rates
-
-
 class _Round(NamedTuple):
     messages: int
     worker: float  # msg/s
@@ -278,13 +253,17 @@ class _Round(NamedTuple):
         return self.worker / self.passthrough
 
 
-def _round(bootstrap: str, events: int, workers: int, home: str,
-           then: Callable[[Catalog, str, list[subprocess.Popen[bytes]], float], None]
+# What to do while a round's workers are still up: (catalog, group, workers, their rate).
+Then = Callable[[Catalog, str, list[subprocess.Popen[bytes]], float], None]
+
+
+def _round(bootstrap: str, traffic: TrafficConfig, events: int, workers: int, home: str,
+           name: str = "bench", option: str = "--events", then: Then | None = None
            ) -> _Round:
-    """One timed round on fresh topics: the pass-through, then the worker, over the same
-    events; ``then`` runs while the round's workers are still up."""
-    prefix, catalog, sink, inputs = _topics(bootstrap, "bench")
-    produce_stream(bootstrap, catalog, TrafficConfig(seed=1, subjects=10_000), events=events)
+    """One round on fresh topics: the pass-through, then the worker, over the same
+    events (``option``: the CLI option that sets ``events``)."""
+    prefix, catalog, sink, inputs = _topics(bootstrap, name)
+    produce_stream(bootstrap, catalog, traffic, events=events)
     messages = sum(_end_offsets(bootstrap, inputs).values())
     pt_rate, pt_cpu = passthrough(bootstrap, inputs, sink.name, messages)
     _say(f"  pass-through: {pt_rate:,.0f} msg/s, {pt_cpu:.1f} µs CPU a message")
@@ -292,10 +271,12 @@ def _round(bootstrap: str, events: int, workers: int, home: str,
         procs = [_worker(_env(bootstrap, prefix, worker_home)) for _ in range(workers)]
         try:
             group = f"{prefix}privacy-pipeline.worker"
-            rate, cpu = _drain_rate(bootstrap, group, inputs, pids=[p.pid for p in procs])
+            rate, cpu = _drain_rate(bootstrap, group, inputs, option,
+                                    pids=[p.pid for p in procs])
             _say(f"  workers: {rate:,.0f} msg/s, {cpu.get('cpu_us_per_msg')} µs CPU a "
                  f"message, machine {cpu.get('machine_busy')} busy; ratio {rate / pt_rate:.3f}")
-            then(catalog, group, procs, rate)
+            if then is not None:
+                then(catalog, group, procs, rate)
         finally:
             for proc in procs:
                 proc.terminate()
@@ -306,13 +287,27 @@ def _round(bootstrap: str, events: int, workers: int, home: str,
     return _Round(messages, rate, pt_rate, cpu, pt_cpu)
 
 
+def _warm_up(bootstrap: str, events: int, home: str) -> list[float]:
+    """Both paths over other events, untimed, ``WARM_UP_ROUNDS`` times; returns the
+    worker's rate in each round. A fresh broker spends seconds of CPU compiling its hot
+    paths (C2 JIT: 6.7, 3.7, then 1.0 s of CPU in three successive worker drains on the
+    two cores here), and the pass-through and the worker exercise different ones
+    (transactions, compression); a running cluster has compiled them long before."""
+    rates: list[float] = []
+    while len(rates) < WARM_UP_ROUNDS:
+        _say(f"warm-up round {len(rates) + 1} of {WARM_UP_ROUNDS} …")
+        rates.append(_round(bootstrap, TrafficConfig(seed=3 + len(rates), subjects=2_000),
+                            events, 1, home, "warm", "--warm-up").worker)
+    return rates
+
+
 def run(settings: Settings, *, events: int = 200_000, latency_seconds: float = 15.0,
         workers: int = 1, warm_up: int = 100_000, rounds: int = 3) -> dict[str, Any]:
     with bench_kafka(settings) as bootstrap, tempfile.TemporaryDirectory() as home:
         warm_rates: list[float] = []
         if warm_up:
             _say(f"warming up the broker, {warm_up} events a round through both paths …")
-            warm_rates = _warm_up(bootstrap, warm_up)
+            warm_rates = _warm_up(bootstrap, warm_up, home)
         latency: dict[str, Any] = {}
 
         def measure_latency(catalog: Catalog, group: str, procs: list[subprocess.Popen[bytes]],
@@ -331,8 +326,8 @@ def run(settings: Settings, *, events: int = 200_000, latency_seconds: float = 1
         timed: list[_Round] = []
         for n in range(1, rounds + 1):
             _say(f"round {n} of {rounds}: {events} events, {workers} worker process(es) …")
-            timed.append(_round(bootstrap, events, workers, home,
-                                measure_latency if n == rounds else lambda *_: None))
+            timed.append(_round(bootstrap, TrafficConfig(seed=1, subjects=10_000), events,
+                                workers, home, then=measure_latency if n == rounds else None))
     mid = sorted(timed, key=lambda r: r.ratio)[len(timed) // 2]  # the median round
     values = latency["values"]
     return {"events": events, "messages": mid.messages, "rounds": rounds,
